@@ -1,0 +1,57 @@
+"""Every Redis key chunkq uses, built in this one module.
+
+Keys of one operation share the prefix ``{prefix}:op:{operation_id}:`` so that an
+operation's traces can be listed, expired and removed together, and no other
+operation's data is touched. Ids are checked by :mod:`recovery.ids` before they get here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recovery.ids import check_id
+
+
+@dataclass(frozen=True, slots=True)
+class OperationKeys:
+    """The Redis keys of one operation."""
+
+    state: str
+    """Hash: status, correlation id, request, timestamps."""
+    plan: str
+    """String: JSON list of the item ids the operation will process, fixed on first run."""
+    done: str
+    """Set: ids of items finished."""
+    failed: str
+    """Hash: item id to the reason it failed."""
+    totals: str
+    """Hash: counters summed over finished items."""
+    checkpoint: str
+    """Hash: batch size, attempt and time of the last checkpoint."""
+
+    def all(self) -> tuple[str, ...]:
+        """Return every key of the operation."""
+        return (self.state, self.plan, self.done, self.failed, self.totals, self.checkpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBuilder:
+    """Builds key names under one prefix (``settings.key_prefix``)."""
+
+    prefix: str = "chunkq"
+
+    def operation(self, operation_id: str) -> OperationKeys:
+        """Return the keys of ``operation_id``.
+
+        Raises:
+            recovery.errors.InvalidIdError: the id is not a safe key part.
+        """
+        base = f"{self.prefix}:op:{check_id('operation_id', operation_id)}"
+        return OperationKeys(
+            state=f"{base}:state",
+            plan=f"{base}:plan",
+            done=f"{base}:done",
+            failed=f"{base}:failed",
+            totals=f"{base}:totals",
+            checkpoint=f"{base}:checkpoint",
+        )

@@ -1,0 +1,80 @@
+"""Where chunks go: one JSON Lines file per document under an output folder.
+
+The file for document ``guide/intro.md`` of collection ``docs`` is
+``{output_dir}/docs/guide/intro.md.jsonl``, one chunk per line, in order. It is written
+atomically: the chunks go to a temporary file in the same folder, which is flushed to
+disk and then renamed over the target. A crash never leaves half a file, and writing
+the same document again replaces its file whole, so a redone batch leaves one copy.
+A document with no chunks gets an empty file, which says it was processed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from tasks.models import Chunk
+from tasks.sources import check_document_id
+
+SUFFIX = ".jsonl"
+
+
+class JsonlFolderSink:
+    """Writes each document's chunks to its own JSON Lines file."""
+
+    def __init__(self, *, output_dir: Path) -> None:
+        self.output_dir = output_dir
+
+    def path_for(self, collection_id: str, document_id: str) -> Path:
+        """Return the file that holds the document's chunks."""
+        check_document_id(document_id)
+        return self.output_dir / collection_id / f"{document_id}{SUFFIX}"
+
+    def write(self, collection_id: str, document_id: str, chunks: Iterable[Chunk]) -> int:
+        """Replace the document's chunk file atomically; return the bytes written.
+
+        Raises:
+            OSError: the output folder cannot be created or written (disk full,
+                permissions); the previous file, if any, is left as it was.
+        """
+        target = self.path_for(collection_id, document_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed, not closed by with
+            mode="w",
+            encoding="utf-8",
+            dir=target.parent,
+            prefix=f".{target.name}.",
+            suffix=".tmp",
+            delete=False,
+        )
+        try:
+            with handle:
+                for chunk in chunks:
+                    handle.write(json.dumps(chunk.to_record(), ensure_ascii=False))
+                    handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                size_bytes = os.fstat(handle.fileno()).st_size
+            Path(handle.name).replace(target)
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+        _fsync_folder(target.parent)
+        return size_bytes
+
+    def read(self, collection_id: str, document_id: str) -> list[dict[str, object]]:
+        """Return the chunk records written for the document (for checks and tools)."""
+        path = self.path_for(collection_id, document_id)
+        with path.open(encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines]
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

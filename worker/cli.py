@@ -1,0 +1,333 @@
+"""The ``chunkq`` command line.
+
+Commands (``chunkq COMMAND --help`` for each):
+
+``run PATH``        chunk a folder end to end: bring Redis and a worker if needed,
+                    show progress, print a summary, stop what it started.
+``worker``          run a worker on chunkq's queues (``celery worker`` underneath).
+``submit PATH``     enqueue a job for running workers; print its operation id.
+``status OP_ID``    show an operation's state, progress and checkpoint.
+
+Exit codes: 0 done; 1 the job or the infrastructure failed; 2 bad input (the message
+names it); 3 the job finished but some documents failed (partial); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from config import get_settings
+from config.settings import DEFAULT_REDIS_URL
+from recovery.errors import InvalidIdError
+from tasks.engine import Strategy
+from tasks.errors import InvalidRequestError
+from tasks.models import ChunkRequest
+from worker.errors import LocalServiceError
+from worker.local import LocalRedis, WorkerProcess, redis_answers
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+POLL_INTERVAL_S = 0.2
+PLAIN_PROGRESS_INTERVAL_S = 2.0
+MB = 1_000_000
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"chunkq: {message}", err=True)
+    sys.exit(code)
+
+
+def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("path", type=click.Path(path_type=Path)),
+        click.option("--collection", "collection_id", default="default", show_default=True,
+                     help="Collection id: a folder of the output and a part of keys."),
+        click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
+                     default=Strategy.RECURSIVE.value, show_default=True),
+        click.option("--chunk-size", type=int, default=1000, show_default=True,
+                     help="Chunk size: characters, or tokens with --strategy tokens."),
+        click.option("--overlap", type=int, default=200, show_default=True,
+                     help="Overlap between neighbouring chunks, in the same unit."),
+        click.option("--include", multiple=True, default=("*",), show_default=True,
+                     help="Shell pattern of files to take (repeatable)."),
+        click.option("--exclude", multiple=True, help="Shell pattern to skip (repeatable)."),
+        click.option("--out", "output_dir", type=click.Path(path_type=Path), default=None,
+                     help="Output folder [default: CHUNKQ_OUTPUT_DIR or ./chunkq-output]."),
+        click.option("--operation-id", default=None,
+                     help="Reuse an operation id to resume it (default: a new one)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _request(path: Path, **fields: Any) -> ChunkRequest:
+    if not path.exists():
+        _fail(f"{path}: no such folder", EXIT_BAD_INPUT)
+    if not path.is_dir():
+        _fail(f"{path}: not a folder", EXIT_BAD_INPUT)
+    values = {name: value for name, value in fields.items() if value is not None}
+    values["output_dir"] = values.get("output_dir") or get_settings().output_dir
+    try:
+        return ChunkRequest.parse({"source_root": path, **values})
+    except InvalidRequestError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+
+
+@click.group()
+@click.version_option(package_name="chunkq")
+def cli() -> None:
+    """chunkq: document chunking as Celery work that survives failure."""
+
+
+@cli.command()
+@_job_options
+@click.option("--concurrency", type=int, default=None,
+              help="Worker processes [default: CHUNKQ_WORKER_CONCURRENCY].")
+def run(path: Path, concurrency: int | None, **fields: Any) -> None:
+    """Chunk the documents under PATH, end to end, and print a summary."""
+    request = _request(path, **fields)
+    try:
+        code = _run(request, concurrency or get_settings().worker_concurrency)
+    except LocalServiceError as error:
+        _fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail(
+            f"interrupted; operation {request.operation_id} stopped at its last checkpoint",
+            EXIT_INTERRUPTED,
+        )
+    sys.exit(code)
+
+
+def _run(request: ChunkRequest, concurrency: int) -> int:
+    with contextlib.ExitStack() as stack:
+        url = _redis_for_run(stack)
+        queue = f"{get_settings().queue}.run.{request.operation_id[:16]}"
+        os.environ.update({"CHUNKQ_REDIS_URL": url, "CHUNKQ_QUEUE": queue})
+        get_settings.cache_clear()
+        from tasks.chunking import chunk_documents  # noqa: PLC0415 - after the settings
+        from worker.app import app  # noqa: PLC0415
+
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chunkq-run-")))
+        log_file = folder / "worker.log"
+        worker = WorkerProcess(
+            env={"CHUNKQ_REDIS_URL": url, "CHUNKQ_QUEUE": queue},
+            queues=[queue],
+            concurrency=concurrency,
+            hostname=f"chunkq-run-{os.getpid()}@{socket.gethostname()}",
+            log_file=log_file,
+        ).start()
+        stack.callback(worker.stop)
+        worker.wait_ready(app)
+
+        started_s = time.monotonic()
+        result = chunk_documents.delay(request)
+        click.echo(f"operation {request.operation_id}: chunking {request.source_root}", err=True)
+        for _ in _follow(result, worker):
+            pass
+        elapsed_s = time.monotonic() - started_s
+        if not result.successful():
+            click.echo(_worker_log_tail(log_file), err=True)
+            _fail(f"operation {request.operation_id} failed: {result.result!r}", EXIT_FAILED)
+        summary = result.result
+        click.echo(_summary_text(summary, elapsed_s))
+        return EXIT_PARTIAL if summary["status"] == "partial" else EXIT_OK
+    return EXIT_FAILED
+
+
+def _redis_for_run(stack: contextlib.ExitStack) -> str:
+    configured = get_settings().redis_url
+    if configured:
+        if not redis_answers(configured):
+            _fail(f"CHUNKQ_REDIS_URL={_redacted(configured)} does not answer", EXIT_FAILED)
+        return configured
+    if redis_answers(DEFAULT_REDIS_URL):
+        return DEFAULT_REDIS_URL
+    local = LocalRedis()
+    stack.callback(local.stop)
+    url = local.start()
+    click.echo("no Redis answered; started a private one on 127.0.0.1", err=True)
+    return url
+
+
+def _follow(result: Any, worker: WorkerProcess) -> Iterator[dict[str, Any]]:
+    """Yield progress figures until the task is ready, drawing a progress bar."""
+    bar = _ProgressBar(tty=sys.stderr.isatty())
+    try:
+        while not result.ready():
+            if not worker.alive:
+                raise LocalServiceError(f"the worker exited with code {worker.returncode}")
+            if result.state == "PROGRESS" and isinstance(result.info, dict):
+                bar.draw(result.info)
+                yield result.info
+            time.sleep(POLL_INTERVAL_S)
+    finally:
+        bar.close()
+
+
+class _ProgressBar:
+    """Progress on stderr: a redrawn bar on a terminal, a line every 2 s elsewhere."""
+
+    WIDTH = 30
+
+    def __init__(self, *, tty: bool) -> None:
+        self._tty = tty
+        self._started_s = time.monotonic()
+        self._last_plain_s = 0.0
+        self._drawn = False
+
+    def draw(self, info: dict[str, Any]) -> None:
+        total = max(int(info.get("documents_total", 0)), 1)
+        finished = int(info.get("documents_finished", 0))
+        elapsed_s = max(time.monotonic() - self._started_s, 1e-9)
+        rate = info.get("bytes_in", 0) / MB / elapsed_s
+        filled = self.WIDTH * finished // total
+        line = (
+            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {finished}/{total} documents"
+            f"  {info.get('chunks', 0)} chunks  {rate:.1f} MB/s"
+        )
+        if self._tty:
+            click.echo(f"\r{line}", nl=False, err=True)
+            self._drawn = True
+        elif time.monotonic() - self._last_plain_s >= PLAIN_PROGRESS_INTERVAL_S:
+            click.echo(line, err=True)
+            self._last_plain_s = time.monotonic()
+
+    def close(self) -> None:
+        if self._drawn:
+            click.echo("", err=True)
+
+
+def _summary_text(summary: dict[str, Any], elapsed_s: float) -> str:
+    megabytes = summary["bytes_in"] / MB
+    lines = [
+        f"status     {summary['status']}",
+        f"documents  {summary['documents_done']} done, {summary['documents_failed']} failed,"
+        f" {summary['documents_total']} in all",
+        f"chunks     {summary['chunks']}",
+        f"input      {megabytes:.2f} MB in {elapsed_s:.2f} s"
+        f" ({megabytes / max(elapsed_s, 1e-9):.1f} MB/s)",
+        f"output     {summary['output_dir']} ({summary['bytes_out'] / MB:.2f} MB)",
+        f"operation  {summary['operation_id']}",
+    ]
+    failures = summary.get("failures") or {}
+    for document_id, reason in list(failures.items())[:10]:
+        lines.append(f"failed     {document_id}: {reason}")
+    if summary["documents_failed"] > 10:
+        lines.append(f"           ... {summary['documents_failed'] - 10} more failures")
+    return "\n".join(lines)
+
+
+def _worker_log_tail(log_file: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _redacted(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+@cli.command()
+@_job_options
+@click.option("--skip-local-check", is_flag=True,
+              help="Do not check PATH here; it exists only where the workers run.")
+def submit(path: Path, skip_local_check: bool, **fields: Any) -> None:
+    """Enqueue a job for running workers and print its operation id."""
+    if skip_local_check:
+        values = {name: value for name, value in fields.items() if value is not None}
+        try:
+            request = ChunkRequest.parse({"source_root": path, **values})
+        except InvalidRequestError as error:
+            _fail(str(error), EXIT_BAD_INPUT)
+    else:
+        request = _request(path, **fields)
+    from tasks.chunking import chunk_documents  # noqa: PLC0415 - loads the Celery app
+
+    chunk_documents.delay(request)
+    click.echo(request.operation_id)
+
+
+@cli.command()
+@click.argument("operation_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def status(operation_id: str, as_json: bool) -> None:
+    """Show an operation's state, progress and checkpoint."""
+    from celery.result import AsyncResult  # noqa: PLC0415
+
+    from worker.app import app  # noqa: PLC0415
+    from worker.runtime import stores  # noqa: PLC0415
+
+    handles = stores()
+    try:
+        state = handles.states.get(operation_id)
+        checkpoint = handles.checkpoints.load(operation_id)
+    except InvalidIdError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    if not state:
+        _fail(f"no operation {operation_id!r} (unknown, or expired)", EXIT_BAD_INPUT)
+    plan = handles.checkpoints.plan(operation_id) or []
+    report = {
+        "operation_id": operation_id,
+        "status": state.get("status"),
+        "task_state": AsyncResult(operation_id, app=app).state,
+        "collection_id": state.get("collection_id"),
+        "attempt": int(state.get("attempt", "0")),
+        "documents_total": len(plan),
+        "documents_done": checkpoint.totals.get("items_done", 0),
+        "documents_failed": checkpoint.totals.get("items_failed", 0),
+        "chunks": checkpoint.totals.get("chunks", 0),
+        "batch_size": checkpoint.batch_size,
+        "batches": checkpoint.batches,
+        "error": state.get("error"),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    width = max(len(name) for name in report)
+    for name, value in report.items():
+        if value is not None:
+            click.echo(f"{name:<{width}}  {value}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--queue", "queues", multiple=True, help="Queue to consume (repeatable).")
+@click.option("--concurrency", type=int, default=None)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(
+    queues: tuple[str, ...], concurrency: int | None, loglevel: str, celery_args: tuple[str, ...]
+) -> None:
+    """Run a Celery worker on chunkq's queues; extra arguments go to celery."""
+    settings = get_settings()
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "--queues", ",".join(queues or (settings.queue,)),
+        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "--loglevel", loglevel,
+        *celery_args,
+    ]
+    os.execv(sys.executable, argv)
+
+
+def main() -> None:
+    """Entry point of the ``chunkq`` console script."""
+    cli()

@@ -1,0 +1,43 @@
+"""Process-wide handles built from the settings: the Redis client and the stores.
+
+Each is built on first use, after a worker process has forked; redis-py's pool notices
+a fork and opens fresh connections in the child.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+
+from config import get_settings
+from recovery.checkpoint import CheckpointStore
+from recovery.keys import KeyBuilder
+from recovery.state import StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The Redis-backed stores of operations."""
+
+    client: redis.Redis
+    keys: KeyBuilder
+    checkpoints: CheckpointStore
+    states: StateStore
+
+
+@functools.cache
+def stores() -> Stores:
+    """Return the process's stores, connected to the configured Redis."""
+    settings = get_settings()
+    client = redis.Redis.from_url(
+        settings.effective_redis_url, health_check_interval=30, socket_keepalive=True
+    )
+    keys = KeyBuilder(prefix=settings.key_prefix)
+    return Stores(
+        client=client,
+        keys=keys,
+        checkpoints=CheckpointStore(client=client, keys=keys, ttl_s=settings.state_ttl_s),
+        states=StateStore(client=client, keys=keys, ttl_s=settings.state_ttl_s),
+    )
