@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     )
     queue: str = Field(default="chunking", description="Queue of chunking jobs.")
     gated_queue: str = Field(
-        default="chunking.gated", description="Queue for work admitted under a resource gate."
+        default="chunking.gated",
+        description="Queue for work admitted under a resource gate.",
     )
     key_prefix: str = Field(default="chunkq", description="Prefix of every Redis key.")
 
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     )
 
     state_ttl_s: int = Field(
-        default=24 * 3600, gt=0, description="Lifetime of checkpoints and state records."
+        default=24 * 3600,
+        gt=0,
+        description="Lifetime of checkpoints and state records.",
     )
     output_dir: Path = Field(
         default=Path("chunkq-output"), description="Default folder of the chunk sink."
@@ -70,7 +73,9 @@ class Settings(BaseSettings):
         "trades safety on power loss for about twice the write speed.",
     )
     worker_concurrency: int = Field(
-        default=2, gt=0, description="Worker processes started by `chunkq run`/`worker`."
+        default=2,
+        gt=0,
+        description="Worker processes started by `chunkq run`/`worker`.",
     )
 
     @property
@@ -89,10 +94,14 @@ class Settings(BaseSettings):
         cls, value: tuple[tuple[float, int], ...]
     ) -> tuple[tuple[float, int], ...]:
         percents = [percent for percent, _ in value]
-        if percents != sorted(percents, reverse=True) or len(set(percents)) != len(percents):
+        if percents != sorted(percents, reverse=True) or len(set(percents)) != len(
+            percents
+        ):
             raise ValueError(f"batch_thresholds must be strictly descending: {value}")
         if any(size <= 0 or not 0 < percent < 100 for percent, size in value):
-            raise ValueError(f"batch_thresholds need 0 < percent < 100, size > 0: {value}")
+            raise ValueError(
+                f"batch_thresholds need 0 < percent < 100, size > 0: {value}"
+            )
         return value
 
     @model_validator(mode="after")

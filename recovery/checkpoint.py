@@ -161,7 +161,11 @@ class CheckpointStore:
         names = keys.all()
         for name in names:
             pipe.ttl(name)
-        return {name: ttl for name, ttl in zip(names, pipe.execute(), strict=True) if ttl >= 0}
+        return {
+            name: ttl
+            for name, ttl in zip(names, pipe.execute(), strict=True)
+            if ttl >= 0
+        }
 
     def keys_of(self, operation_id: str) -> OperationKeys:
         """Return the key names of ``operation_id``."""

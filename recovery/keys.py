@@ -31,7 +31,14 @@ class OperationKeys:
 
     def all(self) -> tuple[str, ...]:
         """Return every key of the operation."""
-        return (self.state, self.plan, self.done, self.failed, self.totals, self.checkpoint)
+        return (
+            self.state,
+            self.plan,
+            self.done,
+            self.failed,
+            self.totals,
+            self.checkpoint,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
+from typing import Any, cast
 
 import redis
 
@@ -46,7 +47,9 @@ class StateStore:
         """
         key = self._keys.operation(operation_id).state
         now_s = f"{time.time():.3f}"
-        values = {name: str(value) for name, value in fields.items()}
+        values: dict[str | bytes | bytearray | memoryview[int] | int | float, Any] = {
+            name: str(value) for name, value in fields.items()
+        }
         values["updated_at_s"] = now_s
         pipe = self._client.pipeline(transaction=True)
         pipe.hsetnx(key, "created_at_s", now_s)
@@ -56,5 +59,8 @@ class StateStore:
 
     def get(self, operation_id: str) -> dict[str, str]:
         """Return the operation's state fields (empty when unknown or expired)."""
-        raw = self._client.hgetall(self._keys.operation(operation_id).state)
+        raw = cast(
+            dict[bytes, bytes],
+            self._client.hgetall(self._keys.operation(operation_id).state),
+        )
         return {key.decode(): value.decode() for key, value in raw.items()}

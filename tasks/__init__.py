@@ -11,7 +11,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "chunk_documents":
-        from tasks.chunking import chunk_documents
+        from tasks.chunking import chunk_documents  # noqa: PLC0415 - loads Celery
 
         return chunk_documents
     raise AttributeError(f"module 'tasks' has no attribute {name!r}")

@@ -85,7 +85,9 @@ def _request_from_call(
     if len(args) > 1:
         raise TypeError("chunk_documents takes one request, or keyword arguments")
     if args and kwargs:
-        raise TypeError("chunk_documents takes a request or keyword arguments, not both")
+        raise TypeError(
+            "chunk_documents takes a request or keyword arguments, not both"
+        )
     if args:
         return ChunkRequest.parse(args[0])
     if set(kwargs) == {"request"}:
@@ -93,7 +95,7 @@ def _request_from_call(
     return ChunkRequest.parse(kwargs)
 
 
-@app.task(bind=True, base=ChunkingTask, name=CHUNK_TASK_NAME)
+@app.task(bind=True, base=ChunkingTask, name=CHUNK_TASK_NAME)  # type: ignore[untyped-decorator]
 def chunk_documents(self: ChunkingTask, request: dict[str, Any]) -> dict[str, Any]:
     """Chunk the request's documents; return the operation's summary."""
     parsed = ChunkRequest.parse(request)
@@ -110,6 +112,7 @@ def chunk_documents(self: ChunkingTask, request: dict[str, Any]) -> dict[str, An
         checkpoints=handles.checkpoints,
         states=handles.states,
         default_output_dir=settings.output_dir,
+        sink_fsync=settings.sink_fsync,
         batch_size_for=lambda: settings.batch_size_default,
     )
 

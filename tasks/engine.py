@@ -47,6 +47,12 @@ SPLITTER_CACHE_SIZE = 16
 
 Span = tuple[int, int]
 
+WHITESPACE = "".join(
+    chr(c) for c in range(0x3001) if chr(c).isspace() and c not in range(0x1C, 0x20)
+)
+"""Unicode White_Space characters, as the splitter trims them. Python's ``isspace``
+also counts the separators U+001C to U+001F, which the splitter keeps."""
+
 
 class Strategy(StrEnum):
     """A way to cut a text into chunks."""
@@ -91,7 +97,15 @@ def split(text: str, spec: ChunkSpec) -> list[Span]:
     if spec.strategy is Strategy.CHARACTERS:
         return _fixed_windows(len(text), spec.chunk_size, spec.overlap)
     chunk_indices = _splitter(spec.strategy, spec.chunk_size, spec.overlap)
-    return [(start, start + len(chunk)) for start, chunk in chunk_indices(text)]
+    spans = []
+    for start, chunk in chunk_indices(text):
+        # The splitter trims most chunks, but not every one: trim here, so no span
+        # starts or ends with whitespace and overlaps stay within ``overlap``.
+        stripped = chunk.lstrip(WHITESPACE)
+        if stripped:
+            begin = start + len(chunk) - len(stripped)
+            spans.append((begin, begin + len(stripped.rstrip(WHITESPACE))))
+    return spans
 
 
 def _fixed_windows(length: int, size: int, overlap: int) -> list[Span]:

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recovery.ids import check_id, new_operation_id
 from tasks.engine import ChunkSpec, Strategy
@@ -38,7 +44,9 @@ class ChunkRequest(BaseModel):
     operation_id: str = Field(default_factory=new_operation_id)
     collection_id: str = "default"
     source_root: Path
-    document_ids: tuple[str, ...] | None = Field(default=None, max_length=MAX_DOCUMENT_IDS)
+    document_ids: tuple[str, ...] | None = Field(
+        default=None, max_length=MAX_DOCUMENT_IDS
+    )
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     strategy: Strategy = Strategy.RECURSIVE
@@ -58,7 +66,9 @@ class ChunkRequest(BaseModel):
 
     @field_validator("document_ids")
     @classmethod
-    def _document_ids_safe(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    def _document_ids_safe(
+        cls, value: tuple[str, ...] | None
+    ) -> tuple[str, ...] | None:
         if value is None:
             return None
         for document_id in value:
@@ -124,7 +134,13 @@ class Chunk:
 
     @classmethod
     def build(
-        cls, *, document_id: str, index: int, text: str, start: int, strategy: str,
+        cls,
+        *,
+        document_id: str,
+        index: int,
+        text: str,
+        start: int,
+        strategy: str,
         token_count: int,
     ) -> Chunk:
         """Make a chunk, computing its end offset and its text's SHA-256."""

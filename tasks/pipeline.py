@@ -59,7 +59,9 @@ class Progress:
         return {**asdict(self), "documents_finished": self.documents_finished}
 
 
-def chunk_document(text: str, *, document_id: str, request: ChunkRequest) -> list[Chunk]:
+def chunk_document(
+    text: str, *, document_id: str, request: ChunkRequest
+) -> list[Chunk]:
     """Cut one document's text into chunks under the request's strategy."""
     strategy = request.strategy.value
     return [
@@ -84,12 +86,14 @@ class OperationRunner:
         checkpoints: CheckpointStore,
         states: StateStore,
         default_output_dir: Path,
+        sink_fsync: bool,
         batch_size_for: Callable[[], int],
     ) -> None:
         """``batch_size_for`` is asked before every batch for its size in documents."""
         self._checkpoints = checkpoints
         self._states = states
         self._default_output_dir = default_output_dir
+        self._sink_fsync = sink_fsync
         self._batch_size_for = batch_size_for
 
     def run(
@@ -108,7 +112,10 @@ class OperationRunner:
         source = FolderSource(
             root=request.source_root, include=request.include, exclude=request.exclude
         )
-        sink = JsonlFolderSink(output_dir=request.output_dir or self._default_output_dir)
+        sink = JsonlFolderSink(
+            output_dir=request.output_dir or self._default_output_dir,
+            fsync=self._sink_fsync,
+        )
         operation_id = request.operation_id
         started_s = time.monotonic()
 
@@ -134,7 +141,11 @@ class OperationRunner:
             batch, remaining = remaining[:batch_size], remaining[batch_size:]
             done, failed = self._process_batch(request, source, sink, batch)
             totals = self._checkpoints.record_batch(
-                operation_id, done=done, failed=failed, batch_size=batch_size, attempt=attempt
+                operation_id,
+                done=done,
+                failed=failed,
+                batch_size=batch_size,
+                attempt=attempt,
             )
             batches += 1
             on_progress(self._progress(operation_id, plan, totals, batch_size, batches))

@@ -3,8 +3,9 @@
 The file for document ``guide/intro.md`` of collection ``docs`` is
 ``{output_dir}/docs/guide/intro.md.jsonl``, one chunk per line, in order. It is written
 atomically: the chunks go to a temporary file in the same folder, which is flushed to
-disk and then renamed over the target. A crash never leaves half a file, and writing
-the same document again replaces its file whole, so a redone batch leaves one copy.
+disk (unless ``CHUNKQ_SINK_FSYNC`` is off) and then renamed over the target. A crash
+never leaves half a file, and writing the same document again replaces its file
+whole, so a redone batch leaves one copy.
 A document with no chunks gets an empty file, which says it was processed.
 """
 
@@ -22,18 +23,33 @@ from tasks.sources import check_document_id
 SUFFIX = ".jsonl"
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+"""Mode of chunk files: what ``open`` would give under the umask at import time
+(temporary files are created owner-only, and the rename would keep that)."""
+
+
 class JsonlFolderSink:
     """Writes each document's chunks to its own JSON Lines file."""
 
-    def __init__(self, *, output_dir: Path) -> None:
+    def __init__(self, *, output_dir: Path, fsync: bool = True) -> None:
+        """``fsync`` flushes each file and its folder to disk (``CHUNKQ_SINK_FSYNC``)."""
         self.output_dir = output_dir
+        self._fsync = fsync
 
     def path_for(self, collection_id: str, document_id: str) -> Path:
         """Return the file that holds the document's chunks."""
         check_document_id(document_id)
         return self.output_dir / collection_id / f"{document_id}{SUFFIX}"
 
-    def write(self, collection_id: str, document_id: str, chunks: Iterable[Chunk]) -> int:
+    def write(
+        self, collection_id: str, document_id: str, chunks: Iterable[Chunk]
+    ) -> int:
         """Replace the document's chunk file atomically; return the bytes written.
 
         Raises:
@@ -55,14 +71,17 @@ class JsonlFolderSink:
                 for chunk in chunks:
                     handle.write(json.dumps(chunk.to_record(), ensure_ascii=False))
                     handle.write("\n")
+                os.fchmod(handle.fileno(), FILE_MODE)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if self._fsync:
+                    os.fsync(handle.fileno())
                 size_bytes = os.fstat(handle.fileno()).st_size
             Path(handle.name).replace(target)
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise
-        _fsync_folder(target.parent)
+        if self._fsync:
+            _fsync_folder(target.parent)
         return size_bytes
 
     def read(self, collection_id: str, document_id: str) -> list[dict[str, object]]:

@@ -12,6 +12,7 @@ is refused with the position of the first bad byte. A byte-order mark is removed
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import os
 from collections.abc import Iterable
@@ -45,7 +46,7 @@ def _id_form_problem(document_id: str) -> str | None:
         return "the id is an absolute path; ids are relative to the source root"
     if ".." in path.parts:
         return "the id holds '..' and would leave the source root"
-    if str(path) != document_id or "." in path.parts:
+    if str(path) != document_id or "." in path.parts or document_id == ".":
         return "the id is not in normal form (no '.', '//' or trailing '/')"
     return None
 
@@ -149,12 +150,14 @@ def _decode(document_id: str, data: bytes) -> str:
         raise DocumentUnreadableError(
             document_id=document_id, reason="it is binary (holds NUL bytes)"
         )
+    bom_bytes = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[bom_bytes:].decode("utf-8")
     except UnicodeDecodeError as error:
+        position = error.start + bom_bytes
         raise DocumentUnreadableError(
             document_id=document_id,
-            reason=f"it is not valid UTF-8 (byte {error.start}: {error.reason})",
+            reason=f"it is not valid UTF-8 (byte {position}: {error.reason})",
         ) from None
 
 

