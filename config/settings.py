@@ -10,12 +10,71 @@ nothing else reads the environment.
 from __future__ import annotations
 
 import functools
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recovery.classify import ErrorType
+from recovery.policy import Action
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class CleanupStrategy(StrEnum):
+    """What to do with an operation's work when its attempts run out."""
+
+    SAVE_PARTIAL = "save_partial"
+    """Keep what finished; mark the rest failed. The operation ends ``partial``."""
+    ROLLBACK = "rollback"
+    """Remove everything the operation wrote; it ends ``failed``."""
+    DISCARD = "discard"
+    """Roll back and remove the operation's Redis traces too (not its dead letter)."""
+
+
+class RetryRule(BaseModel):
+    """One row of the retry table: how an error type is handled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    retry: bool
+    max_attempts: int = Field(ge=1, description="Attempts in all, the first included.")
+    backoff_base_s: float = Field(ge=0, description="Backoff ceiling after attempt 1.")
+    backoff_cap_s: float = Field(ge=0, description="Highest backoff ceiling.")
+    action: Action
+
+
+def _rule(attempts: int, base_s: float, cap_s: float, action: Action) -> RetryRule:
+    return RetryRule(
+        retry=True,
+        max_attempts=attempts,
+        backoff_base_s=base_s,
+        backoff_cap_s=cap_s,
+        action=action,
+    )
+
+
+def _no_retry(action: Action) -> RetryRule:
+    return RetryRule(
+        retry=False, max_attempts=1, backoff_base_s=0, backoff_cap_s=0, action=action
+    )
+
+
+DEFAULT_RETRY_RULES: dict[ErrorType, RetryRule] = {
+    ErrorType.MEMORY: _rule(4, 5.0, 60.0, Action.REDUCE_BATCH),
+    ErrorType.TIMEOUT: _rule(3, 10.0, 120.0, Action.RETRY),
+    ErrorType.TRANSIENT_CONNECTION: _rule(6, 1.0, 30.0, Action.RETRY),
+    ErrorType.RESOURCE_EXHAUSTION: _rule(5, 15.0, 300.0, Action.ROUTE_GATED),
+    ErrorType.STRATEGY: _rule(3, 0.5, 5.0, Action.FALL_BACK),
+    ErrorType.INVALID_INPUT: _no_retry(Action.FAIL),
+    ErrorType.PARTIAL_FAILURE: _no_retry(Action.SAVE_PARTIAL),
+    ErrorType.WORKER_LOST: _rule(3, 5.0, 60.0, Action.RETRY),
+    ErrorType.UNKNOWN: _rule(2, 2.0, 30.0, Action.RETRY),
+}
+"""chunkq's retry table. ``CHUNKQ_RETRY_RULES`` (JSON) overrides rows or fields of
+rows, for example ``{"transient_connection": {"max_attempts": 10}}``."""
 
 
 class Settings(BaseSettings):
@@ -57,6 +116,31 @@ class Settings(BaseSettings):
     batch_thresholds: tuple[tuple[float, int], ...] = Field(
         default=((90.0, 4), (80.0, 8), (70.0, 16)),
         description="Pairs (memory percent over, documents per batch), highest first.",
+    )
+
+    retry_rules: dict[ErrorType, RetryRule] = Field(
+        default_factory=lambda: dict(DEFAULT_RETRY_RULES),
+        description="The retry table (JSON): rows or fields given override the defaults.",
+    )
+    fallback_chain: tuple[str, ...] = Field(
+        default=("tokens", "markdown", "recursive", "characters"),
+        description="Strategies from the most elaborate to the simplest; a strategy that "
+        "fails on a document falls back to the next one.",
+    )
+    cleanup_strategy: CleanupStrategy = Field(
+        default=CleanupStrategy.SAVE_PARTIAL,
+        description="What happens to written work when attempts run out.",
+    )
+    error_history_limit: int = Field(
+        default=100, gt=0, description="Error records kept per operation."
+    )
+    dead_letter_ttl_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="Lifetime of dead-letter records."
+    )
+    imports: tuple[str, ...] = Field(
+        default=(),
+        description="Modules a worker imports at start-up, for example ones that "
+        "register chunking strategies.",
     )
 
     state_ttl_s: int = Field(
@@ -104,13 +188,56 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("retry_rules", mode="before")
+    @classmethod
+    def _merge_rules(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {
+            str(error_type): rule.model_dump()
+            for error_type, rule in DEFAULT_RETRY_RULES.items()
+        }
+        for error_type, fields in value.items():
+            name = str(ErrorType(error_type))
+            given = (
+                fields.model_dump() if isinstance(fields, RetryRule) else dict(fields)
+            )
+            merged[name] = {**merged[name], **given}
+        return merged
+
+    @property
+    def largest_hard_time_limit_s(self) -> float:
+        """The hard limit of the last attempt a run of timeouts can reach, in seconds."""
+        attempts = self.retry_rules[ErrorType.TIMEOUT].max_attempts
+        soft_s = self.soft_time_limit_s * self.time_limit_factor ** (attempts - 1)
+        return soft_s + self.hard_time_limit_grace_s
+
+    @model_validator(mode="after")
+    def _batch_sizes_consistent(self) -> Settings:
+        largest_size = max((size for _, size in self.batch_thresholds), default=0)
+        if self.batch_size_default < largest_size:
+            raise ValueError(
+                f"batch_size_default ({self.batch_size_default}) is below a batch size in "
+                f"batch_thresholds ({self.batch_thresholds}); pressure would grow batches"
+            )
+        return self
+
     @model_validator(mode="after")
     def _visibility_covers_limits(self) -> Settings:
-        if self.visibility_timeout_s <= self.hard_time_limit_s:
+        longest_s = self.largest_hard_time_limit_s
+        if self.visibility_timeout_s <= longest_s:
             raise ValueError(
-                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed the hard "
-                f"time limit ({self.hard_time_limit_s} s), or running work is redelivered"
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed the "
+                f"largest hard time limit an attempt can get ({longest_s:g} s), or "
+                "running work is delivered again"
             )
+        for error_type, rule in self.retry_rules.items():
+            if rule.backoff_cap_s >= self.visibility_timeout_s:
+                raise ValueError(
+                    f"retry_rules.{error_type}.backoff_cap_s ({rule.backoff_cap_s:g}) must be "
+                    f"below visibility_timeout_s ({self.visibility_timeout_s}), or a waiting "
+                    "retry is delivered again before its time"
+                )
         return self
 
 

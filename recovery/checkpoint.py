@@ -143,16 +143,7 @@ class CheckpointStore:
         pipe.hgetall(keys.failed)
         pipe.hgetall(keys.totals)
         pipe.hgetall(keys.checkpoint)
-        done, failed, totals, meta = pipe.execute()
-        return Checkpoint(
-            done=frozenset(_text(item) for item in done),
-            failed={_text(k): _text(v) for k, v in failed.items()},
-            totals={_text(k): int(v) for k, v in totals.items()},
-            batch_size=_optional_int(meta.get(b"batch_size")),
-            attempt=_optional_int(meta.get(b"attempt")),
-            batches=_optional_int(meta.get(b"batches")) or 0,
-            updated_at_s=_optional_float(meta.get(b"updated_at_s")),
-        )
+        return checkpoint_from_replies(*pipe.execute())
 
     def ttl_s(self, operation_id: str) -> dict[str, int]:
         """Return each existing key's remaining lifetime in seconds, by key name."""
@@ -170,6 +161,22 @@ class CheckpointStore:
     def keys_of(self, operation_id: str) -> OperationKeys:
         """Return the key names of ``operation_id``."""
         return self._keys.operation(operation_id)
+
+
+def checkpoint_from_replies(
+    done: Any, failed: Any, totals: Any, meta: Any
+) -> Checkpoint:
+    """Build a :class:`Checkpoint` from the replies of SMEMBERS done, HGETALL failed,
+    HGETALL totals and HGETALL checkpoint."""
+    return Checkpoint(
+        done=frozenset(_text(item) for item in done),
+        failed={_text(k): _text(v) for k, v in failed.items()},
+        totals={_text(k): int(v) for k, v in totals.items()},
+        batch_size=_optional_int(meta.get(b"batch_size")),
+        attempt=_optional_int(meta.get(b"attempt")),
+        batches=_optional_int(meta.get(b"batches")) or 0,
+        updated_at_s=_optional_float(meta.get(b"updated_at_s")),
+    )
 
 
 def _text(value: bytes | str) -> str:

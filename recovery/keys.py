@@ -28,9 +28,15 @@ class OperationKeys:
     """Hash: counters summed over finished items."""
     checkpoint: str
     """Hash: batch size, attempt and time of the last checkpoint."""
+    attempts: str
+    """Hash: attempt number to a JSON record of its start (worker, limits, time)."""
+    outcomes: str
+    """Hash: attempt number to how it ended (``completed``, ``retry``, ``fail`` ...)."""
+    errors: str
+    """List: JSON error records, oldest first, capped in length."""
 
     def all(self) -> tuple[str, ...]:
-        """Return every key of the operation."""
+        """Return every key of the operation (its dead letter is kept apart)."""
         return (
             self.state,
             self.plan,
@@ -38,6 +44,9 @@ class OperationKeys:
             self.failed,
             self.totals,
             self.checkpoint,
+            self.attempts,
+            self.outcomes,
+            self.errors,
         )
 
 
@@ -61,4 +70,16 @@ class KeyBuilder:
             failed=f"{base}:failed",
             totals=f"{base}:totals",
             checkpoint=f"{base}:checkpoint",
+            attempts=f"{base}:attempts",
+            outcomes=f"{base}:outcomes",
+            errors=f"{base}:errors",
         )
+
+    @property
+    def dead_letters(self) -> str:
+        """Sorted set: operation ids with a dead letter, scored by Unix time in seconds."""
+        return f"{self.prefix}:dead"
+
+    def dead_letter(self, operation_id: str) -> str:
+        """String: the JSON dead-letter record of ``operation_id``."""
+        return f"{self.prefix}:dead:{check_id('operation_id', operation_id)}"

@@ -14,11 +14,13 @@ touches no queue; randomness comes from an injectable ``random.Random``. The rul
   itself end with ``SAVE_PARTIAL`` (the default for ``PARTIAL_FAILURE``).
 * Backoff is exponential with full jitter and a cap: a uniform draw from
   ``[0, min(cap, base * 2 ** (attempt - 1))]`` seconds.
-* Only a ``TIMEOUT`` changes time limits: the next attempt gets the limits of
-  attempt ``attempt + 1`` from :class:`TimeLimits`. Any other retry returns ``None``
+* Only a ``TIMEOUT`` changes time limits: the next attempt's soft limit is the
+  failed attempt's times the factor (or, when the caller does not say what it was,
+  the limit of attempt ``attempt + 1`` from :class:`TimeLimits`). Any other retry returns ``None``
   for both limits, meaning "keep the limits the failed attempt ran with".
 * ``REDUCE_BATCH`` halves the batch size, and goes lower still when the memory
   pressure calls for a smaller batch (:class:`BatchSizing`); never below 1.
+* The rules themselves have no defaults here: chunkq's table is in ``config/``.
 * ``FALL_BACK`` moves to the next strategy in the fallback chain; when the current
   strategy is the last one, or not in the chain, the job ends.
 * ``None`` for ``next_batch_size`` or ``next_strategy`` likewise means unchanged.
@@ -209,6 +211,17 @@ class TimeLimits:
             soft_s = math.inf
         return soft_s if self.max_soft_s is None else min(soft_s, self.max_soft_s)
 
+    def grown_from(self, soft_limit_s: float) -> tuple[float, float]:
+        """Return (soft, hard) limits in seconds after a timeout at ``soft_limit_s``.
+
+        The soft limit grows by ``factor`` (up to ``max_soft_s``); the hard limit is
+        that plus ``hard_grace_s``.
+        """
+        soft_s = soft_limit_s * self.factor
+        if self.max_soft_s is not None:
+            soft_s = min(soft_s, self.max_soft_s)
+        return soft_s, soft_s + self.hard_grace_s
+
     def hard_limit_s(self, attempt: int) -> float:
         """Return the hard time limit in seconds for attempt ``attempt``.
 
@@ -293,40 +306,6 @@ def _check_memory_percent(memory_percent: float) -> None:
         raise ValueError(f"memory_percent must be a number >= 0, got {memory_percent}")
 
 
-def _default_rules() -> dict[ErrorType, ErrorRule]:
-    def retried(
-        attempts: int, base_s: float, cap_s: float, action: Action
-    ) -> ErrorRule:
-        return ErrorRule(
-            retry=True,
-            max_attempts=attempts,
-            backoff_base_s=base_s,
-            backoff_cap_s=cap_s,
-            action=action,
-        )
-
-    def ended(action: Action) -> ErrorRule:
-        return ErrorRule(
-            retry=False,
-            max_attempts=1,
-            backoff_base_s=0.0,
-            backoff_cap_s=0.0,
-            action=action,
-        )
-
-    return {
-        ErrorType.MEMORY: retried(4, 5.0, 60.0, Action.REDUCE_BATCH),
-        ErrorType.TIMEOUT: retried(3, 10.0, 120.0, Action.RETRY),
-        ErrorType.TRANSIENT_CONNECTION: retried(6, 1.0, 30.0, Action.RETRY),
-        ErrorType.RESOURCE_EXHAUSTION: retried(5, 15.0, 300.0, Action.ROUTE_GATED),
-        ErrorType.STRATEGY: retried(3, 0.5, 5.0, Action.FALL_BACK),
-        ErrorType.INVALID_INPUT: ended(Action.FAIL),
-        ErrorType.PARTIAL_FAILURE: ended(Action.SAVE_PARTIAL),
-        ErrorType.WORKER_LOST: retried(3, 5.0, 60.0, Action.RETRY),
-        ErrorType.UNKNOWN: retried(2, 2.0, 30.0, Action.RETRY),
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """What is known about the failed attempt, shared by the decision helpers."""
@@ -335,6 +314,7 @@ class _Failure:
     attempt: int
     rule: ErrorRule
     has_partial_results: bool
+    current_soft_limit_s: float | None
 
     def where(self) -> str:
         return (
@@ -358,10 +338,10 @@ class RetryPolicy:
             chain has an empty or repeated name.
     """
 
-    rules: Mapping[ErrorType, ErrorRule] = field(default_factory=_default_rules)
+    rules: Mapping[ErrorType, ErrorRule]
     time_limits: TimeLimits = field(default_factory=TimeLimits)
     batch_sizing: BatchSizing = field(default_factory=BatchSizing)
-    fallback_chain: tuple[str, ...] = ("semantic", "recursive", "characters")
+    fallback_chain: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         missing = [str(t) for t in ErrorType if t not in self.rules]
@@ -373,11 +353,6 @@ class RetryPolicy:
             raise ValueError("fallback_chain holds an empty strategy name")
         if len(set(self.fallback_chain)) != len(self.fallback_chain):
             raise ValueError(f"fallback_chain repeats a name: {self.fallback_chain}")
-
-    @classmethod
-    def default(cls) -> RetryPolicy:
-        """Return the policy with the default rules, limits, sizing and chain."""
-        return cls()
 
     def with_rule(self, error_type: ErrorType, rule: ErrorRule) -> RetryPolicy:
         """Return a new policy in which ``error_type`` is handled by ``rule``."""
@@ -392,6 +367,7 @@ class RetryPolicy:
         current_strategy: str,
         memory_percent: float | None = None,
         has_partial_results: bool = False,
+        current_soft_limit_s: float | None = None,
         rng: random.Random | None = None,
     ) -> Decision:
         """Decide what follows the failure of attempt ``attempt``.
@@ -405,12 +381,16 @@ class RetryPolicy:
                 ``REDUCE_BATCH``.
             has_partial_results: whether results of earlier work are saved; an
                 ending is then ``SAVE_PARTIAL`` instead of ``FAIL``.
+            current_soft_limit_s: the soft limit the failed attempt ran with; a
+                timeout retry grows it by the factor. Unknown (``None``): the limits
+                of attempt ``attempt + 1`` are used.
             rng: source of the backoff jitter; a shared system one when ``None``.
 
         Raises:
             ValueError: when ``attempt`` or ``current_batch_size`` is below 1, or
                 ``memory_percent`` is negative or not a number.
         """
+        error_type = ErrorType(error_type)
         _check_attempt(attempt)
         if current_batch_size < 1:
             raise ValueError(
@@ -420,7 +400,11 @@ class RetryPolicy:
             _check_memory_percent(memory_percent)
 
         failure = _Failure(
-            error_type, attempt, self.rules[error_type], has_partial_results
+            error_type,
+            attempt,
+            self.rules[error_type],
+            has_partial_results,
+            current_soft_limit_s,
         )
         if not failure.rule.retry:
             return _end(failure, f"{error_type} on attempt {attempt} is not retried")
@@ -439,6 +423,8 @@ class RetryPolicy:
     def _limits(self, failure: _Failure) -> tuple[float | None, float | None]:
         if failure.error_type is not ErrorType.TIMEOUT:
             return None, None
+        if failure.current_soft_limit_s is not None:
+            return self.time_limits.grown_from(failure.current_soft_limit_s)
         next_attempt = failure.attempt + 1
         return (
             self.time_limits.soft_limit_s(next_attempt),
@@ -482,6 +468,14 @@ class RetryPolicy:
             limits=self._limits(failure),
             batch_size=size,
         )
+
+    def next_strategy(self, current_strategy: str) -> str | None:
+        """Return the strategy after ``current_strategy`` in the chain, or ``None``."""
+        chain = self.fallback_chain
+        if current_strategy not in chain:
+            return None
+        position = chain.index(current_strategy)
+        return chain[position + 1] if position + 1 < len(chain) else None
 
     def _fall_back(
         self, failure: _Failure, backoff_s: float, current_strategy: str

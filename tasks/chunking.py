@@ -12,28 +12,47 @@ of one. The request is validated before anything is published, so bad parameters
 :class:`tasks.errors.InvalidRequestError` in the caller at once; the worker validates
 again. The task id is the operation id, so a redelivered or resubmitted operation
 resumes the same checkpoint.
+
+Failures go to :class:`recovery.task.RecoverableTask`: a retry after a memory error
+carries a lower ``max_batch_size``; when attempts run out, the request's cleanup
+strategy (or ``CHUNKQ_CLEANUP_STRATEGY``) decides what stays:
+
+- ``save_partial``: finished documents stay; the others are marked failed. With at
+  least one document done the task returns a ``partial`` summary with an ``error``;
+  with none it fails.
+- ``rollback``: every chunk file the operation wrote is removed; the task fails.
+- ``discard``: as ``rollback``, and the operation's Redis traces go too (its dead
+  letter stays, for replay); the task fails.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
-from celery import Task
 from celery.result import AsyncResult
 
 from config import get_settings
+from config.policy import batch_sizing
+from config.settings import CleanupStrategy
+from recovery import correlation
+from recovery.handler import RecoveryResult
+from recovery.pressure import memory_percent
 from recovery.state import Status
+from recovery.task import RecoverableTask, current_attempt
 from tasks.models import ChunkRequest
-from tasks.pipeline import OperationRunner, Progress
+from tasks.pipeline import OperationRunner, Progress, summary
 from worker.app import app
 from worker.celery_config import CHUNK_TASK_NAME
 from worker.runtime import stores
 
 PROGRESS_STATE = "PROGRESS"
+PROGRESS_EVENT = "task-progress"
 
 
-class ChunkingTask(Task):  # type: ignore[misc]
-    """Base of the chunking task: validates the request before publishing."""
+class ChunkingTask(RecoverableTask):
+    """Base of the chunking task: validates before publishing, adapts retries."""
 
     def apply_async(
         self,
@@ -48,33 +67,99 @@ class ChunkingTask(Task):  # type: ignore[misc]
             tasks.errors.InvalidRequestError: the request is malformed; nothing was sent.
         """
         request = _request_from_call(args, kwargs)
+        headers = dict(options.pop("headers", None) or {})
+        correlation_id = (
+            correlation.accept(headers.get(correlation.CORRELATION_HEADER))
+            or correlation.ensure_correlation_id()
+        )
+        headers[correlation.CORRELATION_HEADER] = correlation_id
         if self.request.called_directly:
             # Published by a caller, not re-published by the task itself (a retry).
             stores().states.update(
                 request.operation_id,
                 status=Status.PENDING.value,
                 collection_id=request.collection_id,
+                correlation_id=correlation_id,
                 request=request.model_dump_json(),
             )
         return super().apply_async(
             args=(),
             kwargs={"request": request.model_dump(mode="json")},
             task_id=task_id or request.operation_id,
+            headers=headers,
             **options,
         )
 
-    def on_failure(
+    def operation_id_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The operation id of the request (it is also the task id)."""
+        return str(_request_from_call(args, kwargs).operation_id)
+
+    def arguments_for_retry(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], result: RecoveryResult
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Carry a smaller batch size or a simpler strategy into the next attempt."""
+        request = _request_from_call(args, kwargs)
+        changes: dict[str, Any] = {}
+        if result.next_batch_size is not None:
+            changes["max_batch_size"] = result.next_batch_size
+        if result.next_strategy is not None:
+            spec = request.spec.converted_to(result.next_strategy)
+            changes.update(
+                strategy=spec.strategy, chunk_size=spec.chunk_size, overlap=spec.overlap
+            )
+        updated = ChunkRequest.parse({**request.model_dump(), **changes})
+        return (), {"request": updated.model_dump(mode="json")}
+
+    def on_attempts_exhausted(
         self,
-        exc: BaseException,
-        task_id: str,
+        error: BaseException,
+        result: RecoveryResult,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        einfo: Any,
-    ) -> None:
-        """Mark the operation failed when its task ends in failure."""
-        stores().states.update(
-            task_id, status=Status.FAILED.value, error=f"{type(exc).__name__}: {exc}"
-        )
+    ) -> Any:
+        """Apply the cleanup strategy; return a partial summary or re-raise."""
+        request = _request_from_call(args, kwargs)
+        strategy = request.cleanup or get_settings().cleanup_strategy
+        reason = f"{result.error_type}: {result.reason}"
+        handles = stores()
+        runner = _runner()
+        sink = runner.sink_for(request)
+        checkpoint = handles.checkpoints.load(request.operation_id)
+        plan = handles.checkpoints.plan(request.operation_id) or []
+
+        if strategy is CleanupStrategy.SAVE_PARTIAL and checkpoint.done:
+            unfinished = [doc for doc in plan if doc not in checkpoint.finished]
+            handles.checkpoints.record_batch(
+                request.operation_id,
+                done={},
+                failed=dict.fromkeys(unfinished, f"not processed: {reason}"),
+                batch_size=checkpoint.batch_size or 1,
+                attempt=result.attempt,
+            )
+            handles.states.update(
+                request.operation_id, status=Status.PARTIAL.value, error=reason
+            )
+            return summary(
+                request,
+                sink=sink,
+                checkpoint=handles.checkpoints.load(request.operation_id),
+                plan_size=len(plan),
+                status=Status.PARTIAL,
+                attempt=result.attempt,
+                elapsed_s=0.0,
+                error=reason,
+            )
+
+        if strategy is not CleanupStrategy.SAVE_PARTIAL:
+            for document_id in checkpoint.done:
+                sink.delete(request.collection_id, document_id)
+        if strategy is CleanupStrategy.DISCARD:
+            handles.client.delete(*handles.keys.operation(request.operation_id).all())
+        else:
+            handles.states.update(
+                request.operation_id, status=Status.FAILED.value, error=reason
+            )
+        raise error
 
 
 def _request_from_call(
@@ -95,28 +180,46 @@ def _request_from_call(
     return ChunkRequest.parse(kwargs)
 
 
-@app.task(bind=True, base=ChunkingTask, name=CHUNK_TASK_NAME)  # type: ignore[untyped-decorator]
-def chunk_documents(self: ChunkingTask, request: dict[str, Any]) -> dict[str, Any]:
-    """Chunk the request's documents; return the operation's summary."""
-    parsed = ChunkRequest.parse(request)
-    attempt = self.request.retries + 1
-    handles = stores()
-    handles.states.update(
-        parsed.operation_id,
-        status=Status.RUNNING.value,
-        attempt=attempt,
-        task_id=self.request.id or parsed.operation_id,
-    )
+def _runner() -> OperationRunner:
     settings = get_settings()
-    runner = OperationRunner(
+    handles = stores()
+    sizing = batch_sizing(settings)
+    return OperationRunner(
         checkpoints=handles.checkpoints,
         states=handles.states,
         default_output_dir=settings.output_dir,
         sink_fsync=settings.sink_fsync,
-        batch_size_for=lambda: settings.batch_size_default,
+        batch_size_for=lambda: sizing.batch_size_for(memory_percent()),
+        next_strategy=handles.policy.next_strategy,
+    )
+
+
+@app.task(bind=True, base=ChunkingTask, name=CHUNK_TASK_NAME)  # type: ignore[untyped-decorator]
+def chunk_documents(self: ChunkingTask, request: dict[str, Any]) -> dict[str, Any]:
+    """Chunk the request's documents; return the operation's summary."""
+    parsed = ChunkRequest.parse(request)
+    context = current_attempt()
+    attempt = context.attempt if context else self.request.retries + 1
+    hard_s, soft_s = self._time_limits()
+    stores().states.update(
+        parsed.operation_id,
+        status=Status.RUNNING.value,
+        attempt=attempt,
+        task_id=self.request.id or parsed.operation_id,
+        correlation_id=correlation.ensure_correlation_id(),
+        soft_time_limit_s=soft_s or "",
+        time_limit_s=hard_s or "",
     )
 
     def publish(progress: Progress) -> None:
-        self.update_state(state=PROGRESS_STATE, meta=progress.as_meta())
+        meta = progress.as_meta()
+        self.update_state(state=PROGRESS_STATE, meta=meta)
+        with contextlib.suppress(Exception):  # events are best effort; state is not
+            self.send_event(PROGRESS_EVENT, **meta)
 
-    return runner.run(parsed, attempt=attempt, on_progress=publish)
+    started_s = time.monotonic()
+    result = _runner().run(
+        parsed, attempt=attempt, on_progress=publish, context=context
+    )
+    result["elapsed_s"] = round(time.monotonic() - started_s, 3)
+    return result

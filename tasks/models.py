@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from config.settings import CleanupStrategy
 from recovery.ids import check_id, new_operation_id
-from tasks.engine import ChunkSpec, Strategy
+from tasks.engine import ChunkSpec, Strategy, strategy_names
 from tasks.errors import DocumentRefusedError, InvalidRequestError
 from tasks.sources import check_document_id
 
@@ -49,10 +50,14 @@ class ChunkRequest(BaseModel):
     )
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
-    strategy: Strategy = Strategy.RECURSIVE
+    strategy: str = Strategy.RECURSIVE.value
     chunk_size: int = Field(default=1000, gt=0, le=MAX_CHUNK_SIZE)
     overlap: int = Field(default=200, ge=0)
     output_dir: Path | None = None
+    max_batch_size: int | None = Field(default=None, gt=0)
+    """Upper bound on documents per batch; a retry after a memory error sets it."""
+    cleanup: CleanupStrategy | None = None
+    """What to do with written work when attempts run out (default: the setting)."""
 
     @field_validator("operation_id")
     @classmethod
@@ -84,6 +89,15 @@ class ChunkRequest(BaseModel):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else Path.cwd() / value.expanduser()
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_known(cls, value: str) -> str:
+        if value not in strategy_names():
+            raise ValueError(
+                f"unknown strategy {value!r}; known: {', '.join(strategy_names())}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkRequest:
@@ -131,6 +145,8 @@ class Chunk:
     token_count: int
     sha256: str
     strategy: str
+    fallback_reason: str | None = None
+    """Why ``strategy`` made this chunk instead of the requested one, if it did."""
 
     @classmethod
     def build(
@@ -142,6 +158,7 @@ class Chunk:
         start: int,
         strategy: str,
         token_count: int,
+        fallback_reason: str | None = None,
     ) -> Chunk:
         """Make a chunk, computing its end offset and its text's SHA-256."""
         return cls(
@@ -153,6 +170,7 @@ class Chunk:
             token_count=token_count,
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             strategy=strategy,
+            fallback_reason=fallback_reason,
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -165,5 +183,6 @@ class Chunk:
             "token_count": self.token_count,
             "sha256": self.sha256,
             "strategy": self.strategy,
+            "fallback_reason": self.fallback_reason,
             "text": self.text,
         }

@@ -8,9 +8,15 @@ Order of work in a batch: every document is read, chunked and written to the sin
 A crash in between redoes at most that batch on the next attempt, and since sink
 writes replace whole files, redone documents leave one copy of their chunks.
 
-A document that cannot be read or decoded is recorded as failed with its reason and
-the job goes on; such a job ends as ``partial``. Nothing else is caught per document:
-time limits, shutdowns and retry requests stop the batch and reach the task.
+Before every batch its size is chosen again from memory pressure, never above the
+request's ``max_batch_size`` (a retry after a memory error lowers it).
+
+Per document, only two kinds of failure are handled here: a document that cannot be
+read or decoded is recorded as failed with its reason (the job goes on and ends
+``partial``); a strategy that fails falls back along the fallback chain, and the
+chunks record which strategy made them and why. Nothing else is caught: time limits,
+memory errors, lost connections, shutdowns and retry requests stop the batch and
+reach the task's recovery policy.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recovery.checkpoint import ITEMS_DONE, ITEMS_FAILED, CheckpointStore
+from recovery.checkpoint import ITEMS_DONE, ITEMS_FAILED, Checkpoint, CheckpointStore
+from recovery.classify import StrategyError
 from recovery.state import StateStore, Status
+from recovery.task import AttemptContext
 from tasks import engine
-from tasks.errors import DocumentError
+from tasks.errors import DocumentError, DocumentUnreadableError
 from tasks.models import Chunk, ChunkRequest
 from tasks.sinks import JsonlFolderSink
 from tasks.sources import FolderSource
@@ -34,6 +42,9 @@ from tasks.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_RESULT = 100
+
+NextStrategy = Callable[[str], str | None]
+"""Given a strategy that failed, the simpler one to try, or ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +71,54 @@ class Progress:
 
 
 def chunk_document(
-    text: str, *, document_id: str, request: ChunkRequest
+    text: str,
+    *,
+    document_id: str,
+    request: ChunkRequest,
+    next_strategy: NextStrategy = lambda _: None,
 ) -> list[Chunk]:
-    """Cut one document's text into chunks under the request's strategy."""
-    strategy = request.strategy.value
+    """Cut one document's text into chunks, falling back when a strategy fails.
+
+    Raises:
+        DocumentUnreadableError: the requested strategy and every fallback failed.
+    """
+    spec = request.spec
+    reasons: list[str] = []
+    while True:
+        try:
+            spans = engine.split(text, spec)
+        except StrategyError as error:
+            reasons.append(f"{spec.strategy} failed ({error.reason})")
+            simpler = next_strategy(spec.strategy)
+            if simpler is None:
+                raise DocumentUnreadableError(
+                    document_id=document_id,
+                    reason="no strategy could chunk it: " + "; ".join(reasons),
+                ) from error
+            logger.info(
+                "document.strategy_fell_back",
+                extra={
+                    "operation_id": request.operation_id,
+                    "document_id": document_id,
+                    "from_strategy": spec.strategy,
+                    "to_strategy": simpler,
+                },
+            )
+            spec = spec.converted_to(simpler)
+            continue
+        break
+    fallback_reason = "; ".join(reasons) or None
     return [
         Chunk.build(
             document_id=document_id,
             index=index,
             text=text[start:end],
             start=start,
-            strategy=strategy,
+            strategy=spec.strategy,
             token_count=count_tokens(text[start:end]),
+            fallback_reason=fallback_reason,
         )
-        for index, (start, end) in enumerate(engine.split(text, request.spec))
+        for index, (start, end) in enumerate(spans)
     ]
 
 
@@ -88,6 +133,7 @@ class OperationRunner:
         default_output_dir: Path,
         sink_fsync: bool,
         batch_size_for: Callable[[], int],
+        next_strategy: NextStrategy,
     ) -> None:
         """``batch_size_for`` is asked before every batch for its size in documents."""
         self._checkpoints = checkpoints
@@ -95,6 +141,14 @@ class OperationRunner:
         self._default_output_dir = default_output_dir
         self._sink_fsync = sink_fsync
         self._batch_size_for = batch_size_for
+        self._next_strategy = next_strategy
+
+    def sink_for(self, request: ChunkRequest) -> JsonlFolderSink:
+        """Return the sink the request's chunks go to."""
+        return JsonlFolderSink(
+            output_dir=request.output_dir or self._default_output_dir,
+            fsync=self._sink_fsync,
+        )
 
     def run(
         self,
@@ -102,8 +156,12 @@ class OperationRunner:
         *,
         attempt: int,
         on_progress: Callable[[Progress], None],
+        context: AttemptContext | None = None,
     ) -> dict[str, Any]:
         """Process every unfinished document of the request; return the summary.
+
+        ``context``, when given, is kept up to date with the batch size, strategy and
+        whether results are saved, for the recovery policy to read on failure.
 
         Raises:
             tasks.errors.SourceRootError: the source folder is missing.
@@ -112,10 +170,7 @@ class OperationRunner:
         source = FolderSource(
             root=request.source_root, include=request.include, exclude=request.exclude
         )
-        sink = JsonlFolderSink(
-            output_dir=request.output_dir or self._default_output_dir,
-            fsync=self._sink_fsync,
-        )
+        sink = self.sink_for(request)
         operation_id = request.operation_id
         started_s = time.monotonic()
 
@@ -123,10 +178,12 @@ class OperationRunner:
         checkpoint = self._checkpoints.load(operation_id)
         remaining = [doc for doc in plan if doc not in checkpoint.finished]
         totals = dict(checkpoint.totals)
-        batch_size = checkpoint.batch_size or self._batch_size_for()
         batches = checkpoint.batches
+        if context is not None:
+            context.strategy = request.strategy
+            context.has_partial_results = bool(checkpoint.done)
         logger.info(
-            "operation.resumed" if checkpoint.batches else "operation.started",
+            "operation.resumed" if batches else "operation.started",
             extra={
                 "operation_id": operation_id,
                 "attempt": attempt,
@@ -134,10 +191,11 @@ class OperationRunner:
                 "documents_remaining": len(remaining),
             },
         )
+        batch_size = self._next_batch_size(request, context)
         on_progress(self._progress(operation_id, plan, totals, batch_size, batches))
 
         while remaining:
-            batch_size = self._batch_size_for()
+            batch_size = self._next_batch_size(request, context)
             batch, remaining = remaining[:batch_size], remaining[batch_size:]
             done, failed = self._process_batch(request, source, sink, batch)
             totals = self._checkpoints.record_batch(
@@ -148,9 +206,40 @@ class OperationRunner:
                 attempt=attempt,
             )
             batches += 1
+            if context is not None and done:
+                context.has_partial_results = True
             on_progress(self._progress(operation_id, plan, totals, batch_size, batches))
 
-        return self._finish(request, sink, plan, attempt, time.monotonic() - started_s)
+        checkpoint = self._checkpoints.load(operation_id)
+        status = Status.PARTIAL if checkpoint.failed else Status.COMPLETED
+        self._states.update(operation_id, status=status.value, attempt=attempt)
+        logger.info(
+            "operation.finished",
+            extra={
+                "operation_id": operation_id,
+                "status": status.value,
+                "documents_failed": len(checkpoint.failed),
+            },
+        )
+        return summary(
+            request,
+            sink=sink,
+            checkpoint=checkpoint,
+            plan_size=len(plan),
+            status=status,
+            attempt=attempt,
+            elapsed_s=time.monotonic() - started_s,
+        )
+
+    def _next_batch_size(
+        self, request: ChunkRequest, context: AttemptContext | None
+    ) -> int:
+        size = self._batch_size_for()
+        if request.max_batch_size is not None:
+            size = min(size, request.max_batch_size)
+        if context is not None:
+            context.batch_size = size
+        return size
 
     def _plan(self, request: ChunkRequest, source: FolderSource) -> list[str]:
         existing = self._checkpoints.plan(request.operation_id)
@@ -174,6 +263,12 @@ class OperationRunner:
         for document_id in batch:
             try:
                 text = source.read_text(document_id)
+                chunks = chunk_document(
+                    text,
+                    document_id=document_id,
+                    request=request,
+                    next_strategy=self._next_strategy,
+                )
             except DocumentError as error:
                 failed[document_id] = error.reason
                 logger.info(
@@ -185,7 +280,6 @@ class OperationRunner:
                     },
                 )
                 continue
-            chunks = chunk_document(text, document_id=document_id, request=request)
             bytes_out = sink.write(request.collection_id, document_id, chunks)
             done[document_id] = {
                 "chunks": len(chunks),
@@ -213,38 +307,34 @@ class OperationRunner:
             batches=batches,
         )
 
-    def _finish(
-        self,
-        request: ChunkRequest,
-        sink: JsonlFolderSink,
-        plan: list[str],
-        attempt: int,
-        elapsed_s: float,
-    ) -> dict[str, Any]:
-        checkpoint = self._checkpoints.load(request.operation_id)
-        status = Status.PARTIAL if checkpoint.failed else Status.COMPLETED
-        self._states.update(request.operation_id, status=status.value, attempt=attempt)
-        failures = dict(sorted(checkpoint.failed.items())[:MAX_FAILURES_IN_RESULT])
-        logger.info(
-            "operation.finished",
-            extra={
-                "operation_id": request.operation_id,
-                "status": status.value,
-                "documents_failed": len(checkpoint.failed),
-            },
-        )
-        return {
-            "operation_id": request.operation_id,
-            "collection_id": request.collection_id,
-            "status": status.value,
-            "documents_total": len(plan),
-            "documents_done": checkpoint.totals.get(ITEMS_DONE, 0),
-            "documents_failed": checkpoint.totals.get(ITEMS_FAILED, 0),
-            "chunks": checkpoint.totals.get("chunks", 0),
-            "bytes_in": checkpoint.totals.get("bytes_in", 0),
-            "bytes_out": checkpoint.totals.get("bytes_out", 0),
-            "failures": failures,
-            "output_dir": str(sink.output_dir / request.collection_id),
-            "attempt": attempt,
-            "elapsed_s": round(elapsed_s, 3),
-        }
+
+def summary(
+    request: ChunkRequest,
+    *,
+    sink: JsonlFolderSink,
+    checkpoint: Checkpoint,
+    plan_size: int,
+    status: Status,
+    attempt: int,
+    elapsed_s: float,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """Return the JSON-ready summary of an operation, as the task returns it."""
+    result: dict[str, Any] = {
+        "operation_id": request.operation_id,
+        "collection_id": request.collection_id,
+        "status": status.value,
+        "documents_total": plan_size,
+        "documents_done": checkpoint.totals.get(ITEMS_DONE, 0),
+        "documents_failed": checkpoint.totals.get(ITEMS_FAILED, 0),
+        "chunks": checkpoint.totals.get("chunks", 0),
+        "bytes_in": checkpoint.totals.get("bytes_in", 0),
+        "bytes_out": checkpoint.totals.get("bytes_out", 0),
+        "failures": dict(sorted(checkpoint.failed.items())[:MAX_FAILURES_IN_RESULT]),
+        "output_dir": str(sink.output_dir / request.collection_id),
+        "attempt": attempt,
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    if error is not None:
+        result["error"] = error
+    return result

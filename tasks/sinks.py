@@ -84,6 +84,15 @@ class JsonlFolderSink:
             _fsync_folder(target.parent)
         return size_bytes
 
+    def delete(self, collection_id: str, document_id: str) -> bool:
+        """Remove the document's chunk file; return whether there was one."""
+        path = self.path_for(collection_id, document_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def read(self, collection_id: str, document_id: str) -> list[dict[str, object]]:
         """Return the chunk records written for the document (for checks and tools)."""
         path = self.path_for(collection_id, document_id)

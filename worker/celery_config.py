@@ -50,4 +50,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {CHUNK_TASK_NAME: {"queue": settings.queue}},
         "task_soft_time_limit": settings.soft_time_limit_s,
         "task_time_limit": settings.hard_time_limit_s,
+        "imports": list(settings.imports),
     }

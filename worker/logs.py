@@ -7,7 +7,10 @@ A chunkq log call names a stable event as its message and puts details in ``extr
 :class:`EventFormatter` renders the standard fields, then every extra as
 ``key=value`` in a stable order, with no colour codes or symbols::
 
-    2026-12-04 16:02:11,512 INFO tasks.pipeline document.failed operation_id=... reason=...
+    2026-12-04 16:02:11,512 INFO ForkPoolWorker-1 tasks.pipeline correlation_id=9f2c...
+        document.failed operation_id=... reason=...
+
+(one line in the log; folded here)
 
 Installed on the worker's handlers by :mod:`worker.signals` when Celery sets up logging.
 """
@@ -16,11 +19,16 @@ from __future__ import annotations
 
 import logging
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
+from recovery.correlation import CorrelationIdFilter
+
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(processName)s %(name)s "
+    "correlation_id=%(correlation_id)s %(message)s"
+)
 
 _STANDARD_FIELDS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "data", "task_id", "task_name"}
+) | {"message", "asctime", "data", "task_id", "task_name", "correlation_id"}
 
 
 class EventFormatter(logging.Formatter):
@@ -52,6 +60,8 @@ def _render(value: object) -> str:
 
 
 def install(logger: logging.Logger) -> None:
-    """Give every handler of ``logger`` the event formatter."""
+    """Give every handler of ``logger`` the event formatter and the correlation filter."""
     for handler in logger.handlers:
         handler.setFormatter(EventFormatter())
+        if not any(isinstance(f, CorrelationIdFilter) for f in handler.filters):
+            handler.addFilter(CorrelationIdFilter())

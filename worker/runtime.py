@@ -1,4 +1,4 @@
-"""Process-wide handles built from the settings: the Redis client and the stores.
+"""Process-wide handles built from the settings: Redis client, stores, error handler.
 
 Each is built on first use, after a worker process has forked; redis-py's pool notices
 a fork and opens fresh connections in the child.
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import redis
 
 from config import get_settings
+from config.policy import retry_policy
 from recovery.checkpoint import CheckpointStore
+from recovery.handler import ChunkingErrorHandler
 from recovery.keys import KeyBuilder
+from recovery.policy import RetryPolicy
 from recovery.state import StateStore
 
 
@@ -25,6 +28,8 @@ class Stores:
     keys: KeyBuilder
     checkpoints: CheckpointStore
     states: StateStore
+    errors: ChunkingErrorHandler
+    policy: RetryPolicy
 
 
 @functools.cache
@@ -35,6 +40,7 @@ def stores() -> Stores:
         settings.effective_redis_url, health_check_interval=30, socket_keepalive=True
     )
     keys = KeyBuilder(prefix=settings.key_prefix)
+    policy = retry_policy(settings)
     return Stores(
         client=client,
         keys=keys,
@@ -42,4 +48,18 @@ def stores() -> Stores:
             client=client, keys=keys, ttl_s=settings.state_ttl_s
         ),
         states=StateStore(client=client, keys=keys, ttl_s=settings.state_ttl_s),
+        errors=ChunkingErrorHandler(
+            client=client,
+            keys=keys,
+            policy=policy,
+            ttl_s=settings.state_ttl_s,
+            history_limit=settings.error_history_limit,
+            dead_letter_ttl_s=settings.dead_letter_ttl_s,
+        ),
+        policy=policy,
     )
+
+
+def error_handler() -> ChunkingErrorHandler:
+    """Return the process's error handler."""
+    return stores().errors

@@ -113,7 +113,10 @@ def test_progress_is_published_after_every_batch(
     messages = _subscribe(redis_url, f"celery-task-meta-{operation_id}")
     queue = f"{os.environ['CHUNKQ_QUEUE']}.batch4"
     small_batches = start_worker(
-        tmp_path, name="batch4", env={"CHUNKQ_BATCH_SIZE_DEFAULT": "4"}, queue=queue
+        tmp_path,
+        name="batch4",
+        env={"CHUNKQ_BATCH_SIZE_DEFAULT": "4", "CHUNKQ_BATCH_THRESHOLDS": "[]"},
+        queue=queue,
     )
     try:
         chunk_documents.apply_async((request,), queue=queue).get(timeout=JOB_TIMEOUT_S)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.settings import DEFAULT_REDIS_URL, Settings
+from config.settings import DEFAULT_REDIS_URL, DEFAULT_RETRY_RULES, Settings
+from recovery.classify import ErrorType
 
 
 @pytest.fixture(autouse=True)
@@ -105,16 +106,56 @@ def test_invalid_thresholds_are_refused(
         Settings(batch_thresholds=thresholds)
 
 
-@pytest.mark.parametrize("visibility_timeout_s", [480, 479, 100])
-def test_visibility_timeout_must_exceed_hard_limit(visibility_timeout_s: int) -> None:
-    """A visibility timeout at or below the hard time limit is refused."""
+@pytest.mark.parametrize("visibility_timeout_s", [1042, 480, 100])
+def test_visibility_timeout_must_exceed_largest_hard_limit(
+    visibility_timeout_s: int,
+) -> None:
+    """A visibility timeout at or below the last timeout retry's hard limit is refused."""
     with pytest.raises(ValidationError, match="visibility_timeout_s"):
         Settings(visibility_timeout_s=visibility_timeout_s)
 
 
-def test_visibility_timeout_just_above_hard_limit_is_accepted() -> None:
-    """A visibility timeout one second above the hard limit is accepted."""
-    assert Settings(visibility_timeout_s=481).visibility_timeout_s == 481
+def test_visibility_timeout_just_above_largest_hard_limit_is_accepted() -> None:
+    """Above 450 * 1.5**2 + 30 = 1042.5 s (three timeout attempts) is accepted."""
+    assert Settings(visibility_timeout_s=1043).visibility_timeout_s == 1043
+
+
+def test_largest_hard_limit_follows_the_timeout_rule() -> None:
+    """With one timeout attempt allowed, the first hard limit is the largest."""
+    settings = Settings(
+        retry_rules={"timeout": {"max_attempts": 1}}, visibility_timeout_s=481
+    )
+    assert settings.largest_hard_time_limit_s == 480.0
+
+
+def test_backoff_cap_must_stay_below_visibility_timeout() -> None:
+    """A retry waiting longer than the visibility timeout would be delivered again early."""
+    with pytest.raises(ValidationError, match="backoff_cap_s"):
+        Settings(retry_rules={"unknown": {"backoff_cap_s": 3600}})
+
+
+def test_retry_rules_override_merges_fields_with_defaults() -> None:
+    """An override of one field keeps the other fields and rows of the default table."""
+    settings = Settings(retry_rules={"transient_connection": {"max_attempts": 10}})
+
+    assert settings.retry_rules[ErrorType.TRANSIENT_CONNECTION].max_attempts == 10
+    assert settings.retry_rules[ErrorType.TRANSIENT_CONNECTION].backoff_cap_s == 30.0
+    assert (
+        settings.retry_rules[ErrorType.MEMORY] == DEFAULT_RETRY_RULES[ErrorType.MEMORY]
+    )
+
+
+def test_retry_rules_read_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHUNKQ_RETRY_RULES is JSON, merged over the defaults."""
+    monkeypatch.setenv("CHUNKQ_RETRY_RULES", '{"memory": {"max_attempts": 7}}')
+
+    assert Settings().retry_rules[ErrorType.MEMORY].max_attempts == 7
+
+
+def test_batch_default_below_a_threshold_size_is_refused() -> None:
+    """A default batch smaller than a pressure batch would grow batches under pressure."""
+    with pytest.raises(ValidationError, match="batch_size_default"):
+        Settings(batch_size_default=4)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from config.policy import retry_policy
+from config.settings import Settings
 from recovery.classify import ErrorType
 from recovery.policy import (
     RETRYING_ACTIONS,
@@ -20,7 +22,7 @@ from recovery.policy import (
     TimeLimits,
 )
 
-POLICY = RetryPolicy.default()
+POLICY = retry_policy(Settings(fallback_chain=("semantic", "recursive", "characters")))
 
 
 def _decide(
@@ -462,7 +464,7 @@ def test_policy_requires_every_error_type() -> None:
 def test_bad_fallback_chain_rejected(chain: tuple[str, ...]) -> None:
     """A chain with a repeated or empty name raises ValueError."""
     with pytest.raises(ValueError, match="fallback_chain"):
-        RetryPolicy(fallback_chain=chain)
+        RetryPolicy(rules=POLICY.rules, fallback_chain=chain)
 
 
 def test_policy_is_immutable() -> None:
@@ -478,7 +480,7 @@ def test_policy_is_immutable() -> None:
 
 def test_custom_chain_is_opaque() -> None:
     """Strategy names are opaque strings taken from the configured chain."""
-    policy = RetryPolicy(fallback_chain=("fast", "safe"))
+    policy = RetryPolicy(rules=POLICY.rules, fallback_chain=("fast", "safe"))
     decision = policy.decide(
         error_type=ErrorType.STRATEGY,
         attempt=1,

@@ -29,7 +29,7 @@ def test_defaults() -> None:
     assert request.document_ids is None
     assert request.include == ("*",)
     assert request.exclude == ()
-    assert request.strategy is Strategy.RECURSIVE
+    assert request.strategy == Strategy.RECURSIVE
     assert (request.chunk_size, request.overlap) == (1000, 200)
     assert request.output_dir is None
     assert request.spec == ChunkSpec(Strategy.RECURSIVE, 1000, 200)
@@ -160,7 +160,7 @@ def test_parse_accepts_a_mapping() -> None:
         strategy="tokens", chunk_size=256, overlap=32, document_ids=["a.md"]
     )
 
-    assert request.strategy is Strategy.TOKENS
+    assert request.strategy == Strategy.TOKENS
     assert request.spec == ChunkSpec(Strategy.TOKENS, 256, 32)
 
 
@@ -234,6 +234,7 @@ def test_chunk_record_has_the_documented_fields() -> None:
         "token_count": 1,
         "sha256": hashlib.sha256(b"hi").hexdigest(),
         "strategy": "tokens",
+        "fallback_reason": None,
         "text": "hi",
     }
     assert json.loads(json.dumps(record)) == record

@@ -22,6 +22,7 @@ RECORD_FIELDS = {
     "token_count",
     "sha256",
     "strategy",
+    "fallback_reason",
     "text",
 }
 
