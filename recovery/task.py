@@ -89,15 +89,21 @@ def current_attempt() -> AttemptContext | None:
 
 
 class AttemptsExhaustedError(Exception):
-    """Raised in place of an error the policy will not retry (the operation ends).
+    """The operation ends: raised in place of an error that cannot itself be raised.
+
+    A ``WorkerLostError`` raised by a task would make Celery requeue the message
+    again (reject on worker loss), so an operation stopped after lost attempts ends
+    with this instead.
 
     Attributes:
         result: the handler's last decision.
     """
 
-    def __init__(self, result: RecoveryResult) -> None:
+    def __init__(self, result: RecoveryResult, last_error: BaseException) -> None:
         self.result = result
-        super().__init__(result.reason)
+        super().__init__(
+            f"{result.reason} Last error: {type(last_error).__name__}: {last_error}"
+        )
 
 
 class RecoverableTask(Task):  # type: ignore[misc]
@@ -184,7 +190,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
             self._error_context(context, attempt=context.attempt - 1),
         )
         if not result.retries:
-            raise AttemptsExhaustedError(result) from lost
+            raise AttemptsExhaustedError(result, lost) from lost
         logger.info(
             "task.resumed_after_lost_worker",
             extra={
@@ -206,7 +212,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
     ) -> Any:
         if isinstance(error, AttemptsExhaustedError):
             result = error.result
-            cause: BaseException = error.__cause__ or error
+            cause: BaseException = error
         else:
             result = handler.handle_with_correlation(
                 context.operation_id,

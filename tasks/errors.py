@@ -10,25 +10,38 @@
         └── DocumentUnreadableError  it vanished, is binary, or is not valid UTF-8
 
 A :class:`DocumentError` is about one document: the job records it against that
-document and continues. The others stop the job, and no retry can fix them.
+document and continues. The others stop the job, and no retry can fix them: each is
+also a :class:`recovery.classify.InvalidInputError`, which the retry policy does not
+retry.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from recovery.classify import InvalidInputError
 
 
 class TasksError(Exception):
     """Root of chunkq's chunking-task exceptions."""
 
 
-class InvalidRequestError(TasksError, ValueError):
+class InvalidRequestError(TasksError, InvalidInputError, ValueError):
     """A chunking request failed validation; ``errors`` lists each problem."""
 
     def __init__(self, message: str, *, errors: list[str]) -> None:
         self.errors = errors
-        super().__init__(message)
+        InvalidInputError.__init__(self, subject="chunking request", reason=message)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), (self.args[0],), {"errors": self.errors}))
 
 
-class SourceRootError(TasksError):
+class SourceRootError(TasksError, InvalidInputError):
     """The source root cannot be used.
 
     Attributes:
@@ -38,8 +51,21 @@ class SourceRootError(TasksError):
 
     def __init__(self, *, root: str, reason: str) -> None:
         self.root = root
-        self.reason = reason
-        super().__init__(f"source root {root!r}: {reason}")
+        InvalidInputError.__init__(self, subject=f"source root {root!r}", reason=reason)
+        self.args = (f"source root {root!r}: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), (), {"root": self.root, "reason": self.reason}))
+
+
+def _rebuild(
+    cls: type[Exception], args: tuple[object, ...], kwargs: dict[str, Any]
+) -> Exception:
+    """Recreate an exception with keyword-only arguments when it is unpickled."""
+    return cls(*args, **kwargs)
 
 
 class DocumentError(TasksError):

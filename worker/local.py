@@ -164,12 +164,12 @@ class WorkerProcess:
             "--without-gossip",
             *extra_args,
         ]
-        self._log_file = log_file
+        self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         """Start the worker (in its own process group) and return self."""
-        log = self._log_file.open("ab") if self._log_file else subprocess.DEVNULL
+        log = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             self._args,
             env=self._env,

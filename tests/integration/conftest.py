@@ -42,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CHUNKQ_REDIS_URL"] = url
     os.environ["CHUNKQ_QUEUE"] = SESSION_QUEUE
     os.environ["CHUNKQ_GATED_QUEUE"] = f"{SESSION_QUEUE}.gated"
+    os.environ["CHUNKQ_IMPORTS"] = '["tests.integration.faults"]'
     redis.Redis.from_url(url).flushdb()
 
 

@@ -489,3 +489,24 @@ def test_custom_chain_is_opaque() -> None:
         rng=random.Random(0),
     )
     assert decision.next_strategy == "safe"
+
+
+def test_timeout_grows_the_limit_the_attempt_ran_with() -> None:
+    """A timeout after a 675 s attempt gives 1012.5 s, whatever the attempt number."""
+    decision = POLICY.decide(
+        error_type=ErrorType.TIMEOUT,
+        attempt=1,
+        current_batch_size=8,
+        current_strategy="recursive",
+        current_soft_limit_s=675.0,
+    )
+
+    assert decision.next_soft_limit_s == 1012.5
+    assert decision.next_hard_limit_s == 1042.5
+
+
+def test_next_strategy_walks_the_chain() -> None:
+    """next_strategy gives the following name, and None at the end or off the chain."""
+    assert POLICY.next_strategy("semantic") == "recursive"
+    assert POLICY.next_strategy("characters") is None
+    assert POLICY.next_strategy("elsewhere") is None

@@ -269,3 +269,42 @@ def test_property_characters_and_recursive(text: str, spec: ChunkSpec) -> None:
     if spec.strategy is Strategy.CHARACTERS:
         for (_, prev_end), (start, _) in itertools.pairwise(spans[:-1]):
             assert prev_end - start == spec.overlap
+
+
+def test_registered_strategy_failure_becomes_strategy_error() -> None:
+    """A registered strategy that raises ValueError is reported as a StrategyError."""
+    from recovery.classify import StrategyError  # noqa: PLC0415
+    from tasks.engine import register_strategy  # noqa: PLC0415
+
+    def broken(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        raise ValueError("cannot")
+
+    register_strategy("unit-broken", broken)
+    with pytest.raises(StrategyError, match="cannot"):
+        split("some text", ChunkSpec("unit-broken", 10, 0))
+
+
+def test_memory_error_in_a_strategy_is_not_a_strategy_failure() -> None:
+    """MemoryError passes through split unchanged: it is for the retry policy."""
+    from tasks.engine import register_strategy  # noqa: PLC0415
+
+    def hungry(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        raise MemoryError
+
+    register_strategy("unit-hungry", hungry)
+    with pytest.raises(MemoryError):
+        split("some text", ChunkSpec("unit-hungry", 10, 0))
+
+
+def test_token_sizes_convert_to_characters_on_fallback() -> None:
+    """Falling back from tokens to a character strategy multiplies sizes by 4."""
+    spec = ChunkSpec(Strategy.TOKENS, 256, 32).converted_to("recursive")
+    assert (spec.strategy, spec.chunk_size, spec.overlap) == ("recursive", 1024, 128)
+    same = ChunkSpec(Strategy.MARKDOWN, 500, 50).converted_to("characters")
+    assert (same.chunk_size, same.overlap) == (500, 50)
+
+
+def test_unknown_strategy_is_refused() -> None:
+    """ChunkSpec names the known strategies when given an unknown one."""
+    with pytest.raises(ValueError, match="known: characters"):
+        ChunkSpec("nope", 10, 0)
