@@ -307,3 +307,13 @@ def _default_rules() -> dict[type[BaseException], Rule]:
 
 DEFAULT_TABLE = ClassificationTable(rules=_default_rules())
 """The table :func:`classify` uses when none is given; extend it with ``with_rule``."""
+
+
+def extend_default_table(exc_type: type[BaseException], rule: Rule) -> None:
+    """Add a rule to this process's default table, for exceptions of your own.
+
+    Call it at import time of a module the workers load (``CHUNKQ_IMPORTS``); every
+    later classification without an explicit table sees the rule.
+    """
+    global DEFAULT_TABLE  # noqa: PLW0603 - the process-wide default, extended at start-up
+    DEFAULT_TABLE = DEFAULT_TABLE.with_rule(exc_type, rule)

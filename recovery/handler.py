@@ -35,7 +35,7 @@ import redis.asyncio
 from pydantic import BaseModel, ConfigDict, Field
 
 from recovery.checkpoint import Checkpoint, checkpoint_from_replies
-from recovery.classify import DEFAULT_TABLE, ClassificationTable, ErrorType
+from recovery.classify import ClassificationTable, ErrorType, classify
 from recovery.keys import KeyBuilder, OperationKeys
 from recovery.policy import Action, RetryPolicy
 from recovery.pressure import memory_percent
@@ -186,7 +186,7 @@ class _HandlerCore:
     ) -> None:
         self.keys = keys
         self.policy = policy
-        self.table = table or DEFAULT_TABLE
+        self.table = table
         self.ttl_s = ttl_s
         self.history_limit = history_limit
         self.dead_letter_ttl_s = dead_letter_ttl_s
@@ -199,7 +199,7 @@ class _HandlerCore:
         context: ErrorContext,
     ) -> tuple[RecoveryResult, ErrorRecord]:
         """Classify ``error`` and decide; return the result and the record to store."""
-        error_type = self.table.classify(error)
+        error_type = classify(error, table=self.table)
         pressure = context.memory_percent
         if pressure is None:
             pressure = memory_percent()
@@ -272,6 +272,7 @@ class _HandlerCore:
         worker: str | None,
         soft_limit_s: float | None,
         hard_limit_s: float | None,
+        queue: str | None,
     ) -> str:
         """Return the JSON record of an attempt's start."""
         return json.dumps(
@@ -279,6 +280,7 @@ class _HandlerCore:
                 "at_s": round(time.time(), 3),
                 "correlation_id": correlation_id,
                 "worker": worker,
+                "queue": queue,
                 "soft_limit_s": soft_limit_s,
                 "hard_limit_s": hard_limit_s,
             }
@@ -379,11 +381,12 @@ class ChunkingErrorHandler:
         worker: str | None = None,
         soft_limit_s: float | None = None,
         hard_limit_s: float | None = None,
+        queue: str | None = None,
     ) -> AttemptStart:
         """Number the attempt that starts now (from 1) and notice a lost predecessor."""
         keys = self.core.operation_keys(operation_id)
         record = self.core.attempt_record(
-            correlation_id, worker, soft_limit_s, hard_limit_s
+            correlation_id, worker, soft_limit_s, hard_limit_s, queue
         )
         attempt, lost = cast(
             list[int],
@@ -469,11 +472,12 @@ class AsyncChunkingErrorHandler:
         worker: str | None = None,
         soft_limit_s: float | None = None,
         hard_limit_s: float | None = None,
+        queue: str | None = None,
     ) -> AttemptStart:
         """Number the attempt that starts now (from 1) and notice a lost predecessor."""
         keys = self.core.operation_keys(operation_id)
         record = self.core.attempt_record(
-            correlation_id, worker, soft_limit_s, hard_limit_s
+            correlation_id, worker, soft_limit_s, hard_limit_s, queue
         )
         attempt, lost = await self._begin(
             keys=[keys.attempts, keys.outcomes], args=[self.core.ttl_s, record]

@@ -154,6 +154,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
             worker=self.request.hostname,
             soft_limit_s=soft_s,
             hard_limit_s=hard_s,
+            queue=(self.request.delivery_info or {}).get("routing_key"),
         )
         context = AttemptContext(operation_id, correlation_id, start.attempt)
         token = _current_attempt.set(context)

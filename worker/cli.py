@@ -156,7 +156,12 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
     with contextlib.ExitStack() as stack:
         url = _redis_for_run(stack)
         queue = f"{get_settings().queue}.run.{request.operation_id[:16]}"
-        os.environ.update({"CHUNKQ_REDIS_URL": url, "CHUNKQ_QUEUE": queue})
+        private = {
+            "CHUNKQ_REDIS_URL": url,
+            "CHUNKQ_QUEUE": queue,
+            "CHUNKQ_GATED_QUEUE": f"{queue}.gated",
+        }
+        os.environ.update(private)
         get_settings.cache_clear()
         from tasks.chunking import chunk_documents  # noqa: PLC0415 - after the settings
         from worker.app import app  # noqa: PLC0415
@@ -166,8 +171,8 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
         )
         log_file = folder / "worker.log"
         worker = WorkerProcess(
-            env={"CHUNKQ_REDIS_URL": url, "CHUNKQ_QUEUE": queue},
-            queues=[queue],
+            env=private,
+            queues=[queue, private["CHUNKQ_GATED_QUEUE"]],
             concurrency=concurrency,
             hostname=f"chunkq-run-{os.getpid()}@{socket.gethostname()}",
             log_file=log_file,
@@ -380,7 +385,10 @@ def worker(
     loglevel: str,
     celery_args: tuple[str, ...],
 ) -> None:
-    """Run a Celery worker on chunkq's queues; extra arguments go to celery."""
+    """Run a Celery worker on chunkq's queues (main and gated by default).
+
+    Extra arguments go to ``celery worker``.
+    """
     settings = get_settings()
     argv = [
         sys.executable,
@@ -390,7 +398,7 @@ def worker(
         "worker.app",
         "worker",
         "--queues",
-        ",".join(queues or (settings.queue,)),
+        ",".join(queues or (settings.queue, settings.gated_queue)),
         "--concurrency",
         str(concurrency or settings.worker_concurrency),
         "--loglevel",

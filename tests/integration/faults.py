@@ -9,6 +9,7 @@ on a document's first line::
     #!fault slow 3            sleep 3 s every time
     #!fault broken            raise ValueError every time (a strategy failure)
     #!fault die 2             kill the worker process (SIGKILL) the first 2 times
+    #!fault disk 1            raise OSError(ENOSPC) the first time (resource exhaustion)
 
 Every call counts, per document text, in the tests' Redis (``chunkq-test:calls:*``),
 so counts are shared by every worker process and tell how often a document was
@@ -17,6 +18,7 @@ chunked. It also defines two small tasks that report the correlation id they see
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -54,6 +56,8 @@ def _faulty(text: str, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
             time.sleep(amount)
         if kind == "broken":
             raise ValueError("injected strategy failure")
+        if kind == "disk" and calls <= amount:
+            raise OSError(errno.ENOSPC, "injected: no space left on device")
         if kind == "die" and calls <= amount:
             os.kill(os.getpid(), signal.SIGKILL)
     step = chunk_size - overlap

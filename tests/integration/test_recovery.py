@@ -37,6 +37,7 @@ FAST_RULES = {
     "memory": {"backoff_base_s": 0.1, "backoff_cap_s": 0.1},
     "worker_lost": {"backoff_base_s": 0.1, "backoff_cap_s": 0.1},
     "unknown": {"backoff_base_s": 0.1, "backoff_cap_s": 0.1},
+    "resource_exhaustion": {"backoff_base_s": 0.1, "backoff_cap_s": 0.1},
 }
 
 
@@ -315,6 +316,37 @@ def test_rollback_removes_what_the_operation_wrote(
 
     assert not list((tmp_path / "out").rglob("*.jsonl"))
     assert _resume(operation_id).state["status"] == "failed"
+
+
+def test_resource_exhaustion_is_routed_to_the_gated_queue(
+    tmp_path: Path, operation_id: str, redis_client: redis.Redis
+) -> None:
+    """A full disk sends the next attempt to the gated queue, where it completes."""
+    queue = _queue("gate")
+    gated = f"{queue}.gated"
+    worker = WorkerProcess(
+        env={**os.environ, **_env(CHUNKQ_QUEUE=queue, CHUNKQ_GATED_QUEUE=gated)},
+        queues=[queue, gated],
+        concurrency=1,
+        hostname=f"gate-{operation_id}@localhost",
+        log_file=tmp_path / "gate.log",
+    ).start()
+    _documents(tmp_path / "src", {"a.txt": "#!fault disk 1\n" + "d " * 50})
+    try:
+        from worker.app import app  # noqa: PLC0415
+
+        worker.wait_ready(app)
+        result = chunk_documents.apply_async(
+            (_request(tmp_path, operation_id),), queue=queue
+        )
+        summary = result.get(timeout=JOB_TIMEOUT_S)
+    finally:
+        worker.stop()
+
+    assert summary["status"] == "completed"
+    assert [a["queue"] for a in _attempts(redis_client, operation_id)] == [queue, gated]
+    [error] = _resume(operation_id).errors
+    assert (error.error_type, error.action) == ("resource_exhaustion", "route_gated")
 
 
 def test_retries_on_two_workers_keep_one_count(

@@ -310,3 +310,19 @@ def test_exceptions_survive_pickling(exc: RecoveryError) -> None:
     assert type(copy) is type(exc)
     assert vars(copy) == vars(exc)
     assert str(copy) == str(exc)
+
+
+def test_extending_the_default_table_reaches_classify() -> None:
+    """A rule added with extend_default_table applies to classify() without a table."""
+    import recovery.classify as module  # noqa: PLC0415
+
+    class QuotaError(Exception):
+        pass
+
+    before = module.DEFAULT_TABLE
+    try:
+        module.extend_default_table(QuotaError, ErrorType.RESOURCE_EXHAUSTION)
+        assert classify(QuotaError()) is ErrorType.RESOURCE_EXHAUSTION
+    finally:
+        module.DEFAULT_TABLE = before
+    assert classify(QuotaError()) is ErrorType.UNKNOWN
