@@ -143,6 +143,27 @@ class Settings(BaseSettings):
         "register chunking strategies.",
     )
 
+    gate_permits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Permits per gated resource (JSON), e.g. {"connections": 4}.',
+    )
+    gate_default_permits: int = Field(
+        default=1, gt=0, description="Permits of a gated resource not named above."
+    )
+    gate_permit_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Lifetime of a permit its holder stops renewing.",
+    )
+    gate_wait_ttl_s: float = Field(
+        default=3600.0, gt=0, description="Lifetime of a waiting entry not asked about."
+    )
+    gate_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between admission requests while waiting.",
+    )
+
     state_ttl_s: int = Field(
         default=24 * 3600,
         gt=0,

@@ -15,6 +15,10 @@
 ``dead_letter``
     keep the request, error history and correlation id of an operation whose attempts
     ran out, for replay.
+``handle_resource_exhaustion(operation_id, resource_type, current_usage, limit)``
+    what to do when a resource runs out: a smaller batch or streaming for memory, a
+    wait or a simpler strategy for CPU, the gated queue for connections and the rest,
+    with the place in line and the wait estimated from measured durations.
 
 The core builds every Redis command list and parses every reply; the two faces only
 send them, so they cannot drift apart. Error messages are sanitised before they are
@@ -27,7 +31,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -36,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recovery.checkpoint import Checkpoint, checkpoint_from_replies
 from recovery.classify import ClassificationTable, ErrorType, classify
+from recovery.gate import estimate_wait_s, gate_key_names
 from recovery.keys import KeyBuilder, OperationKeys
 from recovery.policy import Action, RetryPolicy
 from recovery.pressure import memory_percent
@@ -118,6 +123,29 @@ class RecoveryResult(BaseModel):
         return self.recovery_action not in {Action.FAIL, Action.SAVE_PARTIAL}
 
 
+class ResourceDecision(BaseModel):
+    """What to do when a resource ran out."""
+
+    operation_id: str
+    resource_type: str
+    current_usage: float
+    limit: float
+    action: Action
+    next_batch_size: int | None = None
+    streaming: bool = False
+    """One document at a time (``next_batch_size`` 1)."""
+    next_strategy: str | None = None
+    wait_s: float
+    """Seconds to wait before trying again (0 for an immediate change)."""
+    queue: str | None = None
+    """The gated queue, when the work goes there."""
+    position: int | None = None
+    """Place in the gated queue's line, 1 for the next."""
+    estimated_wait_s: float | None = None
+    """From measured durations of recent gated work; ``None`` until one is measured."""
+    reason: str
+
+
 class AttemptStart(BaseModel):
     """The number of an attempt that starts, and whether the one before it was lost."""
 
@@ -183,7 +211,11 @@ class _HandlerCore:
         ttl_s: int,
         history_limit: int,
         dead_letter_ttl_s: int,
+        gated_queue: str,
+        permits_of: Callable[[str], int],
     ) -> None:
+        self.gated_queue = gated_queue
+        self.permits_of = permits_of
         self.keys = keys
         self.policy = policy
         self.table = table
@@ -250,6 +282,63 @@ class _HandlerCore:
             },
         )
         return result, record
+
+    def decide_resource(
+        self,
+        operation_id: str,
+        resource_type: str,
+        current_usage: float,
+        limit: float,
+        options: Mapping[str, Any],
+    ) -> ResourceDecision:
+        """Decide about an exhausted resource (before any place in line is known)."""
+        decision = self.policy.decide_exhaustion(
+            resource=str(resource_type),
+            usage=current_usage,
+            limit=limit,
+            attempt=int(options.get("attempt", 1)),
+            current_batch_size=options.get("current_batch_size"),
+            current_strategy=options.get("current_strategy"),
+        )
+        gated = decision.action is Action.ROUTE_GATED
+        return ResourceDecision(
+            operation_id=operation_id,
+            resource_type=str(resource_type),
+            current_usage=current_usage,
+            limit=limit,
+            action=decision.action,
+            next_batch_size=decision.next_batch_size,
+            streaming=decision.next_batch_size == 1,
+            next_strategy=decision.next_strategy,
+            wait_s=decision.backoff_s,
+            queue=self.gated_queue if gated else None,
+            reason=decision.reason,
+        )
+
+    def queue_join(
+        self, pipe: Any, operation_id: str, resource: str, now_s: float
+    ) -> None:
+        """Queue joining the gate's line (kept place if there) and reading the line."""
+        _, waiting, durations = gate_key_names(self.keys, resource)
+        pipe.zadd(waiting, {operation_id: int(now_s * 1000)}, nx=True)
+        pipe.expire(waiting, self.ttl_s)
+        pipe.zrank(waiting, operation_id)
+        pipe.lrange(durations, 0, -1)
+
+    def placed(
+        self, decision: ResourceDecision, replies: Sequence[Any]
+    ) -> ResourceDecision:
+        """Add the place in line and the estimated wait from the join replies."""
+        rank, durations = replies[-2], replies[-1]
+        position = int(rank) + 1
+        estimate = estimate_wait_s(
+            position,
+            permits=self.permits_of(decision.resource_type),
+            durations_s=[float(item) for item in durations],
+        )
+        return decision.model_copy(
+            update={"position": position, "estimated_wait_s": estimate}
+        )
 
     def queue_error(self, pipe: Any, operation_id: str, record: ErrorRecord) -> None:
         """Append ``record`` to the history, keep the newest ``history_limit``."""
@@ -339,6 +428,8 @@ class ChunkingErrorHandler:
         ttl_s: int,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         dead_letter_ttl_s: int,
+        gated_queue: str = "chunking.gated",
+        permits_of: Callable[[str], int] = lambda _: 1,
     ) -> None:
         self.core = _HandlerCore(
             keys=keys,
@@ -347,6 +438,8 @@ class ChunkingErrorHandler:
             ttl_s=ttl_s,
             history_limit=history_limit,
             dead_letter_ttl_s=dead_letter_ttl_s,
+            gated_queue=gated_queue,
+            permits_of=permits_of,
         )
         self._client = client
         self._begin = client.register_script(_BEGIN_ATTEMPT_LUA)
@@ -366,6 +459,28 @@ class ChunkingErrorHandler:
         self.core.queue_error(pipe, operation_id, record)
         pipe.execute()
         return result
+
+    def handle_resource_exhaustion(
+        self,
+        operation_id: str,
+        resource_type: str,
+        current_usage: float,
+        limit: float,
+        **options: Any,
+    ) -> ResourceDecision:
+        """Decide about an exhausted resource; gated work joins the line in Redis.
+
+        ``options`` may give ``attempt``, ``current_batch_size`` and
+        ``current_strategy``.
+        """
+        decision = self.core.decide_resource(
+            operation_id, resource_type, current_usage, limit, options
+        )
+        if decision.queue is None:
+            return decision
+        pipe = self._client.pipeline(transaction=True)
+        self.core.queue_join(pipe, operation_id, decision.resource_type, time.time())
+        return self.core.placed(decision, pipe.execute())
 
     def resume_operation(self, operation_id: str) -> ResumeResult:
         """Return the operation's saved state, checkpoint, attempts and errors."""
@@ -430,6 +545,8 @@ class AsyncChunkingErrorHandler:
         ttl_s: int,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         dead_letter_ttl_s: int,
+        gated_queue: str = "chunking.gated",
+        permits_of: Callable[[str], int] = lambda _: 1,
     ) -> None:
         self.core = _HandlerCore(
             keys=keys,
@@ -438,6 +555,8 @@ class AsyncChunkingErrorHandler:
             ttl_s=ttl_s,
             history_limit=history_limit,
             dead_letter_ttl_s=dead_letter_ttl_s,
+            gated_queue=gated_queue,
+            permits_of=permits_of,
         )
         self._client = client
         self._begin = client.register_script(_BEGIN_ATTEMPT_LUA)
@@ -457,6 +576,24 @@ class AsyncChunkingErrorHandler:
         self.core.queue_error(pipe, operation_id, record)
         await pipe.execute()
         return result
+
+    async def handle_resource_exhaustion(
+        self,
+        operation_id: str,
+        resource_type: str,
+        current_usage: float,
+        limit: float,
+        **options: Any,
+    ) -> ResourceDecision:
+        """Decide about an exhausted resource; gated work joins the line in Redis."""
+        decision = self.core.decide_resource(
+            operation_id, resource_type, current_usage, limit, options
+        )
+        if decision.queue is None:
+            return decision
+        pipe = self._client.pipeline(transaction=True)
+        self.core.queue_join(pipe, operation_id, decision.resource_type, time.time())
+        return self.core.placed(decision, await pipe.execute())
 
     async def resume_operation(self, operation_id: str) -> ResumeResult:
         """Return the operation's saved state, checkpoint, attempts and errors."""

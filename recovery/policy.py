@@ -469,6 +469,75 @@ class RetryPolicy:
             batch_size=size,
         )
 
+    def decide_exhaustion(
+        self,
+        *,
+        resource: str,
+        usage: float,
+        limit: float,
+        attempt: int = 1,
+        current_batch_size: int | None = None,
+        current_strategy: str | None = None,
+        rng: random.Random | None = None,
+    ) -> Decision:
+        """Decide what to do when ``resource`` is at ``usage`` of ``limit``.
+
+        ``usage`` and ``limit`` share a unit (percent, connections, bytes). Memory
+        leads to a smaller batch: the size for the pressure, at most half the current
+        one, and a batch of 1 (streaming, one document at a time) above 95 %. CPU
+        leads to a simpler strategy when there is one, else a wait and retry. Any
+        other resource (connections, disk, files) leads to the gated queue. The wait
+        is the resource-exhaustion rule's backoff for ``attempt``.
+
+        Raises:
+            ValueError: ``limit`` is not positive, or ``attempt`` is below 1.
+        """
+        _check_attempt(attempt)
+        if not limit > 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        rule = self.rules[ErrorType.RESOURCE_EXHAUSTION]
+        percent = 100.0 * usage / limit
+        wait_s = rule.draw_backoff_s(attempt, rng or _SYSTEM_RNG)
+        where = f"{resource} at {usage:g} of {limit:g} ({percent:.0f}%)"
+
+        if resource == "memory":
+            size = self.batch_sizing.batch_size_for(min(max(percent, 0.0), 100.0))
+            if current_batch_size is not None:
+                size = min(size, max(1, current_batch_size // 2))
+            if percent > STREAMING_PERCENT:
+                size = 1
+            mode = (
+                "streaming one document at a time"
+                if size == 1
+                else f"batch size {size}"
+            )
+            return _exhaustion(
+                Action.REDUCE_BATCH,
+                0.0,
+                f"{where}; continuing with {mode}.",
+                attempt,
+                batch_size=size,
+            )
+        if resource == "cpu":
+            simpler = self.next_strategy(current_strategy) if current_strategy else None
+            if simpler is not None:
+                return _exhaustion(
+                    Action.FALL_BACK,
+                    0.0,
+                    f"{where}; switching from {current_strategy!r} to {simpler!r}.",
+                    attempt,
+                    strategy=simpler,
+                )
+            return _exhaustion(
+                Action.RETRY, wait_s, f"{where}; retrying in {wait_s:.2f} s.", attempt
+            )
+        return _exhaustion(
+            Action.ROUTE_GATED,
+            wait_s,
+            f"{where}; waiting for a permit in the gated queue.",
+            attempt,
+        )
+
     def next_strategy(self, current_strategy: str) -> str | None:
         """Return the strategy after ``current_strategy`` in the chain, or ``None``."""
         chain = self.fallback_chain
@@ -505,6 +574,32 @@ class RetryPolicy:
             limits=self._limits(failure),
             strategy=strategy,
         )
+
+
+STREAMING_PERCENT = 95.0
+"""Memory pressure above which work goes one document at a time, in percent."""
+
+
+def _exhaustion(
+    action: Action,
+    wait_s: float,
+    reason: str,
+    attempt: int,
+    *,
+    batch_size: int | None = None,
+    strategy: str | None = None,
+) -> Decision:
+    return Decision(
+        action=action,
+        backoff_s=wait_s,
+        next_soft_limit_s=None,
+        next_hard_limit_s=None,
+        next_batch_size=batch_size,
+        next_strategy=strategy,
+        reason=reason,
+        error_type=ErrorType.RESOURCE_EXHAUSTION,
+        attempt=attempt,
+    )
 
 
 def _next(

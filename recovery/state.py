@@ -20,6 +20,8 @@ class Status(StrEnum):
     """Where an operation stands."""
 
     PENDING = "pending"
+    WAITING = "waiting"
+    """Waiting for a permit of a gated resource."""
     RUNNING = "running"
     COMPLETED = "completed"
     PARTIAL = "partial"

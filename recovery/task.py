@@ -42,6 +42,13 @@ from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 
 from recovery import correlation
 from recovery.classify import ErrorType
+from recovery.gate import (
+    GATE_HEADER,
+    Admission,
+    AdmissionGate,
+    PermitKeeper,
+    resource_of,
+)
 from recovery.handler import (
     ChunkingErrorHandler,
     DeadLetter,
@@ -62,7 +69,11 @@ class RecoveryConfig:
 
     handler_factory: Callable[[], ChunkingErrorHandler]
     """Returns the process's handler; called after the worker forked."""
+    gate_factory: Callable[[], AdmissionGate]
+    """Returns the process's admission gate."""
     gated_queue: str
+    gate_poll_s: float = 2.0
+    """Seconds between two admission requests of a waiting message."""
 
 
 @dataclass
@@ -122,6 +133,11 @@ class RecoverableTask(Task):  # type: ignore[misc]
         """Return the arguments of the next attempt; unchanged unless overridden."""
         return args, kwargs
 
+    def on_waiting(
+        self, operation_id: str, resource: str, admission: Admission
+    ) -> None:
+        """Called when a message waits for a permit of ``resource``; no-op by default."""
+
     def on_attempts_exhausted(
         self,
         error: BaseException,
@@ -140,13 +156,75 @@ class RecoverableTask(Task):  # type: ignore[misc]
         return config, config.handler_factory()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run one attempt under the policy."""
+        """Run one attempt under the policy, admitted first when it came gated."""
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
 
         config, handler = self._recovery()
         operation_id = self.operation_id_for(args, kwargs)
         correlation_id = correlation.ensure_correlation_id()
+        resource = self.request.get(GATE_HEADER)
+        if not resource:
+            return self._attempt(
+                config,
+                handler,
+                operation_id=operation_id,
+                correlation_id=correlation_id,
+                args=args,
+                kwargs=kwargs,
+            )
+
+        gate = config.gate_factory()
+        admission = gate.try_admit(operation_id, resource)
+        if not admission.admitted:
+            self.on_waiting(operation_id, resource, admission)
+            logger.info(
+                "gate.waiting",
+                extra={
+                    "operation_id": operation_id,
+                    "resource": resource,
+                    "position": admission.position,
+                },
+            )
+            raise self.retry(
+                countdown=config.gate_poll_s,
+                queue=config.gated_queue,
+                headers=_headers(correlation_id, resource),
+                throw=False,
+            )
+        keeper = PermitKeeper(
+            gate=gate, operation_id=operation_id, resource=resource
+        ).start()
+        admitted_s = time.monotonic()
+        logger.info(
+            "gate.admitted", extra={"operation_id": operation_id, "resource": resource}
+        )
+        held_s: float | None = None
+        try:
+            value = self._attempt(
+                config,
+                handler,
+                operation_id=operation_id,
+                correlation_id=correlation_id,
+                args=args,
+                kwargs=kwargs,
+            )
+            held_s = time.monotonic() - admitted_s
+        finally:
+            keeper.stop()
+            gate.release(operation_id, resource, held_s=held_s)
+        return value
+
+    def _attempt(
+        self,
+        config: RecoveryConfig,
+        handler: ChunkingErrorHandler,
+        *,
+        operation_id: str,
+        correlation_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         hard_s, soft_s = self._time_limits()
         start = handler.begin_attempt(
             operation_id,
@@ -258,9 +336,10 @@ class RecoverableTask(Task):  # type: ignore[misc]
     ) -> Retry:
         hard_s, soft_s = self._time_limits()
         next_args, next_kwargs = self.arguments_for_retry(args, kwargs, result)
-        queue = (
-            config.gated_queue if result.recovery_action is Action.ROUTE_GATED else None
-        )
+        options: dict[str, Any] = {}
+        if result.recovery_action is Action.ROUTE_GATED:
+            headers = _headers(correlation.ensure_correlation_id(), resource_of(error))
+            options = {"queue": config.gated_queue, "headers": headers}
         return self.retry(
             args=next_args,
             kwargs=next_kwargs,
@@ -268,8 +347,8 @@ class RecoverableTask(Task):  # type: ignore[misc]
             countdown=result.retry_after,
             soft_time_limit=result.next_soft_limit_s or soft_s,
             time_limit=result.next_hard_limit_s or hard_s,
-            queue=queue,
             throw=False,
+            **options,
         )
 
     def _time_limits(self) -> tuple[float | None, float | None]:
@@ -308,3 +387,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
             at_s=time.time(),
             errors=handler.error_history(context.operation_id),
         )
+
+
+def _headers(correlation_id: str, resource: str) -> dict[str, str]:
+    return {correlation.CORRELATION_HEADER: correlation_id, GATE_HEADER: resource}

@@ -37,6 +37,7 @@ from config import get_settings
 from config.policy import batch_sizing
 from config.settings import CleanupStrategy
 from recovery import correlation
+from recovery.gate import Admission
 from recovery.handler import RecoveryResult
 from recovery.pressure import memory_percent
 from recovery.state import Status
@@ -109,6 +110,22 @@ class ChunkingTask(RecoverableTask):
             )
         updated = ChunkRequest.parse({**request.model_dump(), **changes})
         return (), {"request": updated.model_dump(mode="json")}
+
+    def on_waiting(
+        self, operation_id: str, resource: str, admission: Admission
+    ) -> None:
+        """Show the wait in the operation's state: resource, position, estimate."""
+        stores().states.update(
+            operation_id,
+            status=Status.WAITING.value,
+            gate_resource=resource,
+            gate_position=admission.position,
+            gate_estimated_wait_s=(
+                ""
+                if admission.estimated_wait_s is None
+                else round(admission.estimated_wait_s, 1)
+            ),
+        )
 
     def on_attempts_exhausted(
         self,

@@ -24,7 +24,10 @@ _settings = get_settings()
 app = Celery("chunkq", include=["tasks.chunking"])
 app.config_from_object(celery_config(_settings))
 app.conf.chunkq_recovery = RecoveryConfig(
-    handler_factory=runtime.error_handler, gated_queue=_settings.gated_queue
+    handler_factory=runtime.error_handler,
+    gate_factory=runtime.admission_gate,
+    gated_queue=_settings.gated_queue,
+    gate_poll_s=_settings.gate_poll_s,
 )
 
 for _module in _settings.imports:

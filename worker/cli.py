@@ -7,6 +7,7 @@ Commands (``chunkq COMMAND --help`` for each):
 ``worker``          run a worker on chunkq's queues (``celery worker`` underneath).
 ``submit PATH``     enqueue a job for running workers; print its operation id.
 ``status OP_ID``    show an operation's state, progress and checkpoint.
+``queue``           show the gated queue: permits and their holders, the waiting line.
 
 Exit codes: 0 done; 1 the job or the infrastructure failed; 2 bad input (the message
 names it); 3 the job finished but some documents failed (partial); 130 interrupted.
@@ -15,6 +16,7 @@ names it); 3 the job finished but some documents failed (partial); 130 interrupt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -372,6 +374,48 @@ def status(operation_id: str, as_json: bool) -> None:
     for name, value in report.items():
         if value is not None:
             click.echo(f"{name:<{width}}  {value}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def queue(as_json: bool) -> None:
+    """Show the gated queue: holders of permits and the waiting line, per resource."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    gate = stores().gate
+    statuses = [gate.status(resource) for resource in gate.resources()]
+    if as_json:
+        click.echo(
+            json.dumps([dataclasses.asdict(status) for status in statuses], indent=2)
+        )
+        return
+    if not statuses:
+        click.echo("the gated queue is empty")
+        return
+    for status in statuses:
+        mean = (
+            "unknown"
+            if status.mean_duration_s is None
+            else f"{status.mean_duration_s:.1f} s"
+        )
+        click.echo(
+            f"{status.resource}: {len(status.holders)}/{status.permits} permits held,"
+            f" {len(status.waiting)} waiting, mean hold {mean}"
+        )
+        for holder in status.holders:
+            click.echo(
+                f"  holder    {holder.operation_id}  expires in {holder.expires_in_s:.1f} s"
+            )
+        for waiter in status.waiting:
+            wait = (
+                "unknown"
+                if waiter.estimated_wait_s is None
+                else f"{waiter.estimated_wait_s:.1f} s"
+            )
+            click.echo(
+                f"  #{waiter.position:<7} {waiter.operation_id}  waited {waiter.waited_s:.1f} s,"
+                f" estimated wait {wait}"
+            )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -14,6 +14,7 @@ import redis
 from config import get_settings
 from config.policy import retry_policy
 from recovery.checkpoint import CheckpointStore
+from recovery.gate import AdmissionGate
 from recovery.handler import ChunkingErrorHandler
 from recovery.keys import KeyBuilder
 from recovery.policy import RetryPolicy
@@ -30,6 +31,7 @@ class Stores:
     states: StateStore
     errors: ChunkingErrorHandler
     policy: RetryPolicy
+    gate: AdmissionGate
 
 
 @functools.cache
@@ -55,9 +57,26 @@ def stores() -> Stores:
             ttl_s=settings.state_ttl_s,
             history_limit=settings.error_history_limit,
             dead_letter_ttl_s=settings.dead_letter_ttl_s,
+            gated_queue=settings.gated_queue,
+            permits_of=lambda resource: settings.gate_permits.get(
+                resource, settings.gate_default_permits
+            ),
         ),
         policy=policy,
+        gate=AdmissionGate(
+            client=client,
+            keys=keys,
+            permits=settings.gate_permits,
+            default_permits=settings.gate_default_permits,
+            permit_ttl_s=settings.gate_permit_ttl_s,
+            wait_ttl_s=settings.gate_wait_ttl_s,
+        ),
     )
+
+
+def admission_gate() -> AdmissionGate:
+    """Return the process's admission gate."""
+    return stores().gate
 
 
 def error_handler() -> ChunkingErrorHandler:
