@@ -97,11 +97,11 @@ def read_cgroup_memory(
     if host_total_bytes is None:
         host_total_bytes = psutil.virtual_memory().total
     if (root / "cgroup.controllers").is_file() or (root / "memory.max").is_file():
-        return _read_v2(root, _own_path(self_cgroup, "") or "/", host_total_bytes)
+        return _read_v2(root, own_cgroup_path(self_cgroup, "") or "/", host_total_bytes)
     v1_root = root / "memory"
     if (v1_root / "memory.limit_in_bytes").is_file():
         return _read_v1(
-            v1_root, _own_path(self_cgroup, "memory") or "/", host_total_bytes
+            v1_root, own_cgroup_path(self_cgroup, "memory") or "/", host_total_bytes
         )
     return None
 
@@ -118,7 +118,7 @@ def read_memory(
     host = psutil.virtual_memory()
     cgroup = read_cgroup_memory(
         cgroup_root,
-        self_cgroup=_read_text(self_cgroup_file) or "",
+        self_cgroup=read_cgroup_text(self_cgroup_file) or "",
         host_total_bytes=host.total,
     )
     if cgroup is None:
@@ -141,7 +141,7 @@ def memory_percent() -> float:
     return read_memory().percent
 
 
-def _own_path(self_cgroup: str, controller: str) -> str | None:
+def own_cgroup_path(self_cgroup: str, controller: str) -> str | None:
     """Return the cgroup path for ``controller`` ("" for v2) in /proc/self/cgroup."""
     for line in self_cgroup.splitlines():
         parts = line.split(":", 2)
@@ -155,7 +155,7 @@ def _own_path(self_cgroup: str, controller: str) -> str | None:
     return None
 
 
-def _candidates(root: Path, own_path: str) -> list[Path]:
+def cgroup_candidates(root: Path, own_path: str) -> list[Path]:
     """Return the process's cgroup directory and its ancestors up to ``root``."""
     parts = [part for part in own_path.split("/") if part]
     directory = root.joinpath(*parts)
@@ -169,8 +169,8 @@ def _candidates(root: Path, own_path: str) -> list[Path]:
 
 def _read_v2(root: Path, own_path: str, host_total_bytes: int) -> CgroupMemory | None:
     best: tuple[int, Path] | None = None
-    for directory in _candidates(root, own_path):
-        limit = _limit(_read_text(directory / "memory.max"), host_total_bytes)
+    for directory in cgroup_candidates(root, own_path):
+        limit = _limit(read_cgroup_text(directory / "memory.max"), host_total_bytes)
         if limit is not None and (best is None or limit < best[0]):
             best = (limit, directory)
     if best is None:
@@ -187,9 +187,9 @@ def _read_v2(root: Path, own_path: str, host_total_bytes: int) -> CgroupMemory |
 
 def _read_v1(root: Path, own_path: str, host_total_bytes: int) -> CgroupMemory | None:
     best: tuple[int, Path] | None = None
-    for directory in _candidates(root, own_path):
+    for directory in cgroup_candidates(root, own_path):
         limit = _limit(
-            _read_text(directory / "memory.limit_in_bytes"), host_total_bytes
+            read_cgroup_text(directory / "memory.limit_in_bytes"), host_total_bytes
         )
         if limit is not None and (best is None or limit < best[0]):
             best = (limit, directory)
@@ -222,7 +222,7 @@ def _limit(text: str | None, host_total_bytes: int) -> int | None:
 def _stat_value(path: Path, keys: tuple[str, ...]) -> int:
     """Return the first of ``keys`` found in a ``memory.stat`` file, else 0."""
     values: dict[str, int] = {}
-    for line in (_read_text(path) or "").splitlines():
+    for line in (read_cgroup_text(path) or "").splitlines():
         name, _, value = line.partition(" ")
         if value.strip().isdigit():
             values[name] = int(value)
@@ -230,7 +230,7 @@ def _stat_value(path: Path, keys: tuple[str, ...]) -> int:
 
 
 def _read_int(path: Path) -> int | None:
-    text = _read_text(path)
+    text = read_cgroup_text(path)
     if text is None:
         return None
     try:
@@ -239,7 +239,7 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _read_text(path: Path) -> str | None:
+def read_cgroup_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):

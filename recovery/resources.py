@@ -49,9 +49,9 @@ import psutil
 from recovery.pressure import (
     DEFAULT_CGROUP_ROOT,
     DEFAULT_SELF_CGROUP,
-    _candidates,
-    _own_path,
-    _read_text,
+    cgroup_candidates,
+    own_cgroup_path,
+    read_cgroup_text,
     read_memory,
 )
 
@@ -158,13 +158,13 @@ def read_cpu_quota(root: Path, *, self_cgroup: str = "") -> float | None:
         or garbled files.
     """
     if (root / "cgroup.controllers").is_file() or (root / "cpu.max").is_file():
-        own = _own_path(self_cgroup, "") or "/"
-        return _tightest(_v2_quota(d) for d in _candidates(root, own))
+        own = own_cgroup_path(self_cgroup, "") or "/"
+        return _tightest(_v2_quota(d) for d in cgroup_candidates(root, own))
     for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
         v1_root = root / name
         if (v1_root / "cpu.cfs_quota_us").is_file():
-            own = _own_path(self_cgroup, "cpu") or "/"
-            return _tightest(_v1_quota(d) for d in _candidates(v1_root, own))
+            own = own_cgroup_path(self_cgroup, "cpu") or "/"
+            return _tightest(_v1_quota(d) for d in cgroup_candidates(v1_root, own))
     return None
 
 
@@ -245,7 +245,7 @@ class ResourceMonitor:
         self._pool = pool
         self._cgroup_root = cgroup_root
         self._cpu_window_min_s = cpu_window_min_s
-        self_cgroup = _read_text(DEFAULT_SELF_CGROUP) or ""
+        self_cgroup = read_cgroup_text(DEFAULT_SELF_CGROUP) or ""
         self._cpu_quota = read_cpu_quota(cgroup_root, self_cgroup=self_cgroup)
         self._cpu_percent = 0.0
         self._cpu_sampled_at_s: dict[int, float] = {}
@@ -345,7 +345,7 @@ def _tightest(quotas: Iterable[float | None]) -> float | None:
 
 def _v2_quota(directory: Path) -> float | None:
     """Parse ``cpu.max`` ("quota period" in µs, or "max ...") into CPUs."""
-    parts = (_read_text(directory / "cpu.max") or "").split()
+    parts = (read_cgroup_text(directory / "cpu.max") or "").split()
     if not parts or parts[0] == "max":
         return None
     period = parts[1] if len(parts) > 1 else "100000"
@@ -354,8 +354,8 @@ def _v2_quota(directory: Path) -> float | None:
 
 def _v1_quota(directory: Path) -> float | None:
     """Parse ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` into CPUs."""
-    quota = _read_text(directory / "cpu.cfs_quota_us")
-    period = _read_text(directory / "cpu.cfs_period_us")
+    quota = read_cgroup_text(directory / "cpu.cfs_quota_us")
+    period = read_cgroup_text(directory / "cpu.cfs_period_us")
     if quota is None or period is None:
         return None
     return _quota(quota, period)
