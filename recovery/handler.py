@@ -523,6 +523,18 @@ class ChunkingErrorHandler:
         self.core.queue_dead_letter(pipe, letter)
         pipe.execute()
 
+    def last_attempt(self, operation_id: str) -> tuple[int, dict[str, Any]]:
+        """Return the number and start record of the operation's latest attempt.
+
+        ``(0, {})`` when no attempt began.
+        """
+        key = self.core.operation_keys(operation_id).attempts
+        count = int(self._client.hlen(key))
+        if count == 0:
+            return 0, {}
+        raw = cast(bytes | None, self._client.hget(key, str(count)))
+        return count, json.loads(raw) if raw else {}
+
     def error_history(self, operation_id: str) -> list[ErrorRecord]:
         """Return the operation's error records, oldest first."""
         raw = cast(

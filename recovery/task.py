@@ -21,6 +21,11 @@ again after its worker died, continues one count. An attempt that starts after a
 one records a ``worker_lost`` error and stops the operation when the policy says so,
 so a job that keeps killing its worker does not loop for ever.
 
+A hard time limit kills the attempt's process, so nothing in it can react; Celery then
+calls :meth:`RecoverableTask.on_failure` in the worker's main process, where the same
+policy decides (``timeout``), from the attempt's record in Redis: the task is sent
+again with larger limits, or the operation stops with its dead letter.
+
 Control-flow signals pass untouched: Celery's ``Retry``, ``Ignore`` and ``Reject``,
 and ``BaseException`` that is not an ``Exception`` (worker shutdown, interrupts).
 
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
 
 from recovery import correlation
 from recovery.classify import ErrorType
@@ -250,6 +255,67 @@ class RecoverableTask(Task):  # type: ignore[misc]
             _current_attempt.reset(token)
         handler.finish_attempt(operation_id, context.attempt, "completed")
         return value
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Recover from a hard time limit, the one failure the attempt cannot see."""
+        if not isinstance(exc, TimeLimitExceeded):
+            return
+        _, handler = self._recovery()
+        operation_id = self.operation_id_for(args, kwargs)
+        attempt, record = handler.last_attempt(operation_id)
+        correlation_id = correlation.accept(record.get("correlation_id"))
+        correlation_id = correlation_id or correlation.new_correlation_id()
+        with correlation.correlation_scope(correlation_id):
+            result = handler.handle_with_correlation(
+                operation_id,
+                correlation_id,
+                exc,
+                ErrorContext(
+                    attempt=max(attempt, 1),
+                    current_soft_limit_s=record.get("soft_limit_s"),
+                    worker=record.get("worker"),
+                ),
+            )
+            extra = {
+                "operation_id": operation_id,
+                "correlation_id": correlation_id,
+                "attempt": attempt,
+                "action": str(result.recovery_action),
+            }
+            if result.retries:
+                handler.finish_attempt(operation_id, attempt, "retry")
+                logger.info("task.hard_time_limit_retry", extra=extra)
+                self.apply_async(
+                    args,
+                    kwargs,
+                    task_id=task_id,
+                    countdown=result.retry_after,
+                    soft_time_limit=result.next_soft_limit_s,
+                    time_limit=result.next_hard_limit_s,
+                    headers={correlation.CORRELATION_HEADER: correlation_id},
+                )
+                return
+            handler.finish_attempt(operation_id, attempt, str(result.recovery_action))
+            context = AttemptContext(operation_id, correlation_id, max(attempt, 1))
+            handler.dead_letter(self._dead_letter(handler, context, result, kwargs))
+            logger.warning("task.attempts_exhausted", extra=extra)
+            self.on_stopped_by_hard_limit(exc, result, args, kwargs)
+
+    def on_stopped_by_hard_limit(
+        self,
+        error: BaseException,
+        result: RecoveryResult,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Called in the main process when hard limits ended the operation; no-op."""
 
     def _after_lost_attempt(
         self,

@@ -135,48 +135,64 @@ class ChunkingTask(RecoverableTask):
         kwargs: dict[str, Any],
     ) -> Any:
         """Apply the cleanup strategy; return a partial summary or re-raise."""
-        request = _request_from_call(args, kwargs)
-        strategy = request.cleanup or get_settings().cleanup_strategy
-        reason = f"{result.error_type}: {result.reason}"
-        handles = stores()
-        runner = _runner()
-        sink = runner.sink_for(request)
-        checkpoint = handles.checkpoints.load(request.operation_id)
-        plan = handles.checkpoints.plan(request.operation_id) or []
-
-        if strategy is CleanupStrategy.SAVE_PARTIAL and checkpoint.done:
-            unfinished = [doc for doc in plan if doc not in checkpoint.finished]
-            handles.checkpoints.record_batch(
-                request.operation_id,
-                done={},
-                failed=dict.fromkeys(unfinished, f"not processed: {reason}"),
-                batch_size=checkpoint.batch_size or 1,
-                attempt=result.attempt,
-            )
-            handles.states.update(
-                request.operation_id, status=Status.PARTIAL.value, error=reason
-            )
-            return summary(
-                request,
-                sink=sink,
-                checkpoint=handles.checkpoints.load(request.operation_id),
-                plan_size=len(plan),
-                status=Status.PARTIAL,
-                attempt=result.attempt,
-                elapsed_s=0.0,
-                error=reason,
-            )
-
-        if strategy is not CleanupStrategy.SAVE_PARTIAL:
-            for document_id in checkpoint.done:
-                sink.delete(request.collection_id, document_id)
-        if strategy is CleanupStrategy.DISCARD:
-            handles.client.delete(*handles.keys.operation(request.operation_id).all())
-        else:
-            handles.states.update(
-                request.operation_id, status=Status.FAILED.value, error=reason
-            )
+        partial = _clean_up(_request_from_call(args, kwargs), result)
+        if partial is not None:
+            return partial
         raise error
+
+    def on_stopped_by_hard_limit(
+        self,
+        error: BaseException,
+        result: RecoveryResult,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Apply the cleanup strategy after hard time limits ended the operation."""
+        _clean_up(_request_from_call(args, kwargs), result)
+
+
+def _clean_up(request: ChunkRequest, result: RecoveryResult) -> dict[str, Any] | None:
+    """Apply the request's cleanup strategy; return the partial summary, if one stays."""
+    strategy = request.cleanup or get_settings().cleanup_strategy
+    reason = f"{result.error_type}: {result.reason}"
+    handles = stores()
+    sink = _runner().sink_for(request)
+    checkpoint = handles.checkpoints.load(request.operation_id)
+    plan = handles.checkpoints.plan(request.operation_id) or []
+
+    if strategy is CleanupStrategy.SAVE_PARTIAL and checkpoint.done:
+        unfinished = [doc for doc in plan if doc not in checkpoint.finished]
+        handles.checkpoints.record_batch(
+            request.operation_id,
+            done={},
+            failed=dict.fromkeys(unfinished, f"not processed: {reason}"),
+            batch_size=checkpoint.batch_size or 1,
+            attempt=result.attempt,
+        )
+        handles.states.update(
+            request.operation_id, status=Status.PARTIAL.value, error=reason
+        )
+        return summary(
+            request,
+            sink=sink,
+            checkpoint=handles.checkpoints.load(request.operation_id),
+            plan_size=len(plan),
+            status=Status.PARTIAL,
+            attempt=result.attempt,
+            elapsed_s=0.0,
+            error=reason,
+        )
+
+    if strategy is not CleanupStrategy.SAVE_PARTIAL:
+        for document_id in checkpoint.done:
+            sink.delete(request.collection_id, document_id)
+    if strategy is CleanupStrategy.DISCARD:
+        handles.client.delete(*handles.keys.operation(request.operation_id).all())
+    else:
+        handles.states.update(
+            request.operation_id, status=Status.FAILED.value, error=reason
+        )
+    return None
 
 
 def _request_from_call(

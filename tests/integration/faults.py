@@ -10,6 +10,8 @@ on a document's first line::
     #!fault broken            raise ValueError every time (a strategy failure)
     #!fault die 2             kill the worker process (SIGKILL) the first 2 times
     #!fault disk 1            raise OSError(ENOSPC) the first time (resource exhaustion)
+    #!fault hang 1            the first time, ignore the soft time limit and hang 60 s,
+                              so only the hard limit ends the attempt
 
 Every call counts, per document text, in the tests' Redis (``chunkq-test:calls:*``),
 so counts are shared by every worker process and tell how often a document was
@@ -58,6 +60,9 @@ def _faulty(text: str, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
             raise ValueError("injected strategy failure")
         if kind == "disk" and calls <= amount:
             raise OSError(errno.ENOSPC, "injected: no space left on device")
+        if kind == "hang" and calls <= amount:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # Celery's soft limit signal
+            time.sleep(60)
         if kind == "die" and calls <= amount:
             os.kill(os.getpid(), signal.SIGKILL)
     step = chunk_size - overlap

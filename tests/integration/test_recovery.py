@@ -167,6 +167,38 @@ def test_timeout_is_retried_with_larger_limits_that_the_worker_enforces(
     assert "soft limit 4 s and hard limit 6 s" in error.reason
 
 
+def test_hard_time_limit_is_retried_with_larger_limits(
+    tmp_path: Path,
+    fast_worker: tuple[WorkerProcess, str],
+    operation_id: str,
+    redis_client: redis.Redis,
+) -> None:
+    """An attempt killed by its hard limit is sent again with both limits grown."""
+    _, queue = fast_worker
+    texts = {"hang.txt": "#!fault hang 1\n" + "text " * 50, **_plain(2, "h")}
+    _documents(tmp_path / "src", texts)
+
+    result = chunk_documents.apply_async(
+        (_request(tmp_path, operation_id),),
+        queue=queue,
+        soft_time_limit=1,
+        time_limit=2,
+    )
+    summary = _result_after_redeliveries(result)
+
+    assert summary["status"] == "completed"
+    attempts = _attempts(redis_client, operation_id)
+    assert [(a["soft_limit_s"], a["hard_limit_s"]) for a in attempts] == [
+        (1, 2),
+        (1.5, 31.5),
+    ]
+    resumed = _resume(operation_id)
+    assert resumed.outcomes == {1: "retry", 2: "completed"}
+    [error] = resumed.errors
+    assert error.error_type == "timeout"
+    assert error.exception_type.endswith("TimeLimitExceeded")
+
+
 def test_memory_error_retries_with_a_smaller_batch_from_the_checkpoint(
     tmp_path: Path,
     fast_worker: tuple[WorkerProcess, str],
