@@ -42,6 +42,7 @@ from recovery.handler import RecoveryResult
 from recovery.pressure import memory_percent
 from recovery.state import Status
 from recovery.task import RecoverableTask, current_attempt
+from tasks.errors import InvalidRequestError
 from tasks.models import ChunkRequest
 from tasks.pipeline import OperationRunner, Progress, summary
 from worker.app import app
@@ -74,14 +75,18 @@ class ChunkingTask(RecoverableTask):
             or correlation.ensure_correlation_id()
         )
         headers[correlation.CORRELATION_HEADER] = correlation_id
-        if self.request.called_directly:
-            # Published by a caller, not re-published by the task itself (a retry).
+        if self.request.called_directly and not options.get("retries"):
+            # A new submission, not a retry sent by the task or the worker.
+            existing = _existing_operation(request)
+            if existing is not None:
+                return existing
             stores().states.update(
                 request.operation_id,
                 status=Status.PENDING.value,
                 collection_id=request.collection_id,
                 correlation_id=correlation_id,
                 request=request.model_dump_json(),
+                error="",
             )
         return super().apply_async(
             args=(),
@@ -192,6 +197,57 @@ def _clean_up(request: ChunkRequest, result: RecoveryResult) -> dict[str, Any] |
         handles.states.update(
             request.operation_id, status=Status.FAILED.value, error=reason
         )
+    return None
+
+
+WORK_FIELDS = (
+    "collection_id",
+    "source_root",
+    "document_ids",
+    "include",
+    "exclude",
+    "strategy",
+    "chunk_size",
+    "overlap",
+    "output_dir",
+)
+"""The request fields that say what work an operation does."""
+
+ACTIVE = frozenset({Status.PENDING.value, Status.WAITING.value, Status.RUNNING.value})
+
+
+def _existing_operation(request: ChunkRequest) -> AsyncResult | None:
+    """Return the operation already under way with this id, if any.
+
+    An operation id names one piece of work: submitting it again with other
+    parameters is refused; submitting it while it is pending, waiting or running
+    returns it instead of sending a second copy; submitting a finished one resumes
+    it (its old result is forgotten, so ``.get()`` waits for the new run).
+
+    Raises:
+        InvalidRequestError: the id exists with other parameters.
+    """
+    state = stores().states.get(request.operation_id)
+    if not state:
+        return None
+    stored_json = state.get("request")
+    if stored_json:
+        stored = ChunkRequest.model_validate_json(stored_json)
+        differing = [
+            name
+            for name in WORK_FIELDS
+            if getattr(stored, name) != getattr(request, name)
+        ]
+        if differing:
+            message = (
+                f"operation {request.operation_id!r} exists with other "
+                f"{', '.join(differing)}; give a new operation id for new work"
+            )
+            raise InvalidRequestError(message, errors=[message])
+    result = chunk_documents.AsyncResult(request.operation_id)
+    if state.get("status") in ACTIVE:
+        return result
+    result.forget()
     return None
 
 

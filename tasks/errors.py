@@ -5,6 +5,7 @@
     TasksError                       root of every exception raised by tasks/
     ├── InvalidRequestError          a chunking request is malformed (also a ValueError)
     ├── SourceRootError              the source folder is missing or not a folder
+    ├── OutputDirError               the output folder cannot be made or written
     └── DocumentError                one document cannot be processed; the job goes on
         ├── DocumentRefusedError     its id escapes the source root
         └── DocumentUnreadableError  it vanished, is binary, or is not valid UTF-8
@@ -66,6 +67,28 @@ def _rebuild(
 ) -> Exception:
     """Recreate an exception with keyword-only arguments when it is unpickled."""
     return cls(*args, **kwargs)
+
+
+class OutputDirError(TasksError, InvalidInputError):
+    """The output folder cannot be used.
+
+    Attributes:
+        path: the folder.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        InvalidInputError.__init__(
+            self, subject=f"output folder {path!r}", reason=reason
+        )
+        self.args = (f"output folder {path!r}: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), (), {"path": self.path, "reason": self.reason}))
 
 
 class DocumentError(TasksError):

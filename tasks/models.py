@@ -51,10 +51,10 @@ class ChunkRequest(BaseModel):
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     strategy: str = Strategy.RECURSIVE.value
-    chunk_size: int = Field(default=1000, gt=0, le=MAX_CHUNK_SIZE)
-    overlap: int = Field(default=200, ge=0)
+    chunk_size: int = Field(default=1000, gt=0, le=MAX_CHUNK_SIZE, strict=True)
+    overlap: int = Field(default=200, ge=0, strict=True)
     output_dir: Path | None = None
-    max_batch_size: int | None = Field(default=None, gt=0)
+    max_batch_size: int | None = Field(default=None, gt=0, strict=True)
     """Upper bound on documents per batch; a retry after a memory error sets it."""
     cleanup: CleanupStrategy | None = None
     """What to do with written work when attempts run out (default: the setting)."""
@@ -83,6 +83,13 @@ class ChunkRequest(BaseModel):
                 raise ValueError(str(error)) from None
         if len(set(value)) != len(value):
             raise ValueError("document_ids holds the same id twice")
+        return value
+
+    @field_validator("source_root", "output_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path is not a folder; give '.' for this one")
         return value
 
     @field_validator("source_root", "output_dir")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,54 @@ def chunk_document(
     Raises:
         DocumentUnreadableError: the requested strategy and every fallback failed.
     """
+    return list(
+        iter_chunks(
+            text, document_id=document_id, request=request, next_strategy=next_strategy
+        )
+    )
+
+
+def iter_chunks(
+    text: str,
+    *,
+    document_id: str,
+    request: ChunkRequest,
+    next_strategy: NextStrategy = lambda _: None,
+) -> Iterator[Chunk]:
+    """Return the document's chunks one at a time (spans are found before the first).
+
+    Chunks are built as the sink consumes them, so a document's chunks are never all
+    in memory at once; only their offsets are.
+
+    Raises:
+        DocumentUnreadableError: the requested strategy and every fallback failed
+            (raised by this call, before any chunk is produced).
+    """
+    strategy, spans, fallback_reason = _spans_with_fallback(
+        text, document_id=document_id, request=request, next_strategy=next_strategy
+    )
+    return (
+        Chunk.build(
+            document_id=document_id,
+            index=index,
+            text=text[start:end],
+            start=start,
+            strategy=strategy,
+            token_count=count_tokens(text[start:end]),
+            fallback_reason=fallback_reason,
+        )
+        for index, (start, end) in enumerate(spans)
+    )
+
+
+def _spans_with_fallback(
+    text: str, *, document_id: str, request: ChunkRequest, next_strategy: NextStrategy
+) -> tuple[str, list[engine.Span], str | None]:
     spec = request.spec
     reasons: list[str] = []
     while True:
         try:
-            spans = engine.split(text, spec)
+            return spec.strategy, engine.split(text, spec), "; ".join(reasons) or None
         except StrategyError as error:
             reasons.append(f"{spec.strategy} failed ({error.reason})")
             simpler = next_strategy(spec.strategy)
@@ -105,21 +148,6 @@ def chunk_document(
                 },
             )
             spec = spec.converted_to(simpler)
-            continue
-        break
-    fallback_reason = "; ".join(reasons) or None
-    return [
-        Chunk.build(
-            document_id=document_id,
-            index=index,
-            text=text[start:end],
-            start=start,
-            strategy=spec.strategy,
-            token_count=count_tokens(text[start:end]),
-            fallback_reason=fallback_reason,
-        )
-        for index, (start, end) in enumerate(spans)
-    ]
 
 
 class OperationRunner:
@@ -165,12 +193,14 @@ class OperationRunner:
 
         Raises:
             tasks.errors.SourceRootError: the source folder is missing.
-            OSError: the sink cannot write; finished batches stay recorded.
+            tasks.errors.OutputDirError: the output folder cannot be made or written.
+            OSError: the sink failed later (disk full); finished batches stay recorded.
         """
         source = FolderSource(
             root=request.source_root, include=request.include, exclude=request.exclude
         )
         sink = self.sink_for(request)
+        sink.prepare(request.collection_id)
         operation_id = request.operation_id
         started_s = time.monotonic()
 
@@ -263,7 +293,7 @@ class OperationRunner:
         for document_id in batch:
             try:
                 text = source.read_text(document_id)
-                chunks = chunk_document(
+                chunks = iter_chunks(
                     text,
                     document_id=document_id,
                     request=request,
@@ -280,11 +310,11 @@ class OperationRunner:
                     },
                 )
                 continue
-            bytes_out = sink.write(request.collection_id, document_id, chunks)
+            written = sink.write(request.collection_id, document_id, chunks)
             done[document_id] = {
-                "chunks": len(chunks),
+                "chunks": written.chunks,
                 "bytes_in": len(text.encode()),
-                "bytes_out": bytes_out,
+                "bytes_out": written.size_bytes,
             }
         return done, failed
 

@@ -15,8 +15,10 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.errors import OutputDirError
 from tasks.models import Chunk
 from tasks.sources import check_document_id
 
@@ -34,6 +36,14 @@ FILE_MODE = _file_mode()
 (temporary files are created owner-only, and the rename would keep that)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one write put on disk."""
+
+    chunks: int
+    size_bytes: int
+
+
 class JsonlFolderSink:
     """Writes each document's chunks to its own JSON Lines file."""
 
@@ -47,10 +57,28 @@ class JsonlFolderSink:
         check_document_id(document_id)
         return self.output_dir / collection_id / f"{document_id}{SUFFIX}"
 
+    def prepare(self, collection_id: str) -> None:
+        """Make sure the collection's folder exists and can be written.
+
+        Raises:
+            OutputDirError: it cannot be created, is not a folder, or is read-only.
+        """
+        folder = self.output_dir / collection_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputDirError(
+                path=str(folder), reason=error.strerror or str(error)
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputDirError(path=str(folder), reason="it is not writable")
+
     def write(
         self, collection_id: str, document_id: str, chunks: Iterable[Chunk]
-    ) -> int:
-        """Replace the document's chunk file atomically; return the bytes written.
+    ) -> Written:
+        """Replace the document's chunk file atomically; return what was written.
+
+        ``chunks`` is consumed once, as it is written.
 
         Raises:
             OSError: the output folder cannot be created or written (disk full,
@@ -67,8 +95,10 @@ class JsonlFolderSink:
             delete=False,
         )
         try:
+            count = 0
             with handle:
                 for chunk in chunks:
+                    count += 1
                     handle.write(json.dumps(chunk.to_record(), ensure_ascii=False))
                     handle.write("\n")
                 os.fchmod(handle.fileno(), FILE_MODE)
@@ -82,7 +112,7 @@ class JsonlFolderSink:
             raise
         if self._fsync:
             _fsync_folder(target.parent)
-        return size_bytes
+        return Written(chunks=count, size_bytes=size_bytes)
 
     def delete(self, collection_id: str, document_id: str) -> bool:
         """Remove the document's chunk file; return whether there was one."""

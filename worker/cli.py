@@ -9,8 +9,9 @@ Commands (``chunkq COMMAND --help`` for each):
 ``status OP_ID``    show an operation's state, progress and checkpoint.
 ``queue``           show the gated queue: permits and their holders, the waiting line.
 
-Exit codes: 0 done; 1 the job or the infrastructure failed; 2 bad input (the message
-names it); 3 the job finished but some documents failed (partial); 130 interrupted.
+Exit codes: 0 done; 1 the job or the infrastructure failed; 2 bad input or bad
+configuration (the message names it); 3 the job finished but some documents failed
+(partial); 130 interrupted. ``status`` exits with the code of the operation's state.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import pydantic
+import redis
 
 from config import get_settings
 from config.settings import DEFAULT_REDIS_URL
@@ -43,6 +46,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
+STATUS_EXIT_CODES = {"failed": EXIT_FAILED, "partial": EXIT_PARTIAL}
+"""``chunkq status`` exits 1 for a failed operation, 3 for a partial one, else 0."""
 
 POLL_INTERVAL_S = 0.2
 PLAIN_PROGRESS_INTERVAL_S = 2.0
@@ -120,9 +125,22 @@ def _request(path: Path, **fields: Any) -> ChunkRequest:
     values = {name: value for name, value in fields.items() if value is not None}
     values["output_dir"] = values.get("output_dir") or get_settings().output_dir
     try:
-        return ChunkRequest.parse({"source_root": path, **values})
+        request = ChunkRequest.parse({"source_root": path, **values})
     except InvalidRequestError as error:
         _fail(str(error), EXIT_BAD_INPUT)
+    _check_output_dir(request.output_dir or get_settings().output_dir)
+    return request
+
+
+def _check_output_dir(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written (exit 2)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        _fail(f"{folder}: the output folder cannot be made ({existing} is a file)", 2)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        _fail(f"{folder}: the output folder is not writable", EXIT_BAD_INPUT)
 
 
 @click.group()
@@ -146,17 +164,12 @@ def run(path: Path, concurrency: int | None, **fields: Any) -> None:
         code = _run(request, concurrency or get_settings().worker_concurrency)
     except LocalServiceError as error:
         _fail(str(error), EXIT_FAILED)
-    except KeyboardInterrupt:
-        _fail(
-            f"interrupted; operation {request.operation_id} stopped at its last checkpoint",
-            EXIT_INTERRUPTED,
-        )
     sys.exit(code)
 
 
 def _run(request: ChunkRequest, concurrency: int) -> int:
     with contextlib.ExitStack() as stack:
-        url = _redis_for_run(stack)
+        url, private_redis_url = _redis_for_run(stack)
         queue = f"{get_settings().queue}.run.{request.operation_id[:16]}"
         private = {
             "CHUNKQ_REDIS_URL": url,
@@ -180,6 +193,9 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
             log_file=log_file,
         ).start()
         stack.callback(worker.stop)
+        lasting = private_redis_url is None
+        if lasting:
+            stack.callback(_forget_private_queues, url, queue)
         worker.wait_ready(app)
 
         started_s = time.monotonic()
@@ -188,13 +204,16 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
             f"operation {request.operation_id}: chunking {request.source_root}",
             err=True,
         )
-        _follow(result, worker)
+        try:
+            _follow(result, worker)
+        except KeyboardInterrupt:
+            worker.stop(cold=True)
+            return _interrupted(request, lasting=lasting)
         elapsed_s = time.monotonic() - started_s
         if not result.successful():
             click.echo(_worker_log_tail(log_file), err=True)
             _fail(
-                f"operation {request.operation_id} failed: {result.result!r}",
-                EXIT_FAILED,
+                f"operation {request.operation_id} failed: {result.result}", EXIT_FAILED
             )
         summary = result.result
         click.echo(_summary_text(summary, elapsed_s))
@@ -202,21 +221,64 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
     return EXIT_FAILED
 
 
-def _redis_for_run(stack: contextlib.ExitStack) -> str:
+def _redis_for_run(stack: contextlib.ExitStack) -> tuple[str, str | None]:
+    """Return the Redis URL to use, and the same URL again when it is a private one."""
     configured = get_settings().redis_url
     if configured:
         if not redis_answers(configured):
             _fail(
                 f"CHUNKQ_REDIS_URL={_redacted(configured)} does not answer", EXIT_FAILED
             )
-        return configured
+        return configured, None
     if redis_answers(DEFAULT_REDIS_URL):
-        return DEFAULT_REDIS_URL
+        return DEFAULT_REDIS_URL, None
     local = LocalRedis()
     stack.callback(local.stop)
     url = local.start()
     click.echo("no Redis answered; started a private one on 127.0.0.1", err=True)
-    return url
+    return url, url
+
+
+def _interrupted(request: ChunkRequest, *, lasting: bool) -> int:
+    """Say truthfully where an interrupted run stands; return the exit code."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    handles = stores()
+    status = handles.states.get(request.operation_id).get("status", "unknown")
+    checkpoint = handles.checkpoints.load(request.operation_id)
+    total = len(handles.checkpoints.plan(request.operation_id) or [])
+    if status in {"completed", "partial"}:
+        click.echo(
+            f"chunkq: interrupted, but operation {request.operation_id} had finished "
+            f"({status})",
+            err=True,
+        )
+        return EXIT_OK if status == "completed" else EXIT_PARTIAL
+    where = f"{len(checkpoint.finished)} of {total} documents finished"
+    if lasting:
+        click.echo(
+            f"chunkq: interrupted; operation {request.operation_id} stopped at its last "
+            f"checkpoint ({where}); run the same command with --operation-id "
+            f"{request.operation_id} to resume",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"chunkq: interrupted after {where}; the private Redis held the checkpoint "
+            "and stops now, so a new run starts over (set CHUNKQ_REDIS_URL to resume)",
+            err=True,
+        )
+    return EXIT_INTERRUPTED
+
+
+def _forget_private_queues(url: str, queue: str) -> None:
+    """Remove what kombu keeps of a run's private queues in a lasting Redis."""
+    client = redis.Redis.from_url(url)
+    with contextlib.suppress(redis.RedisError):
+        names = list(client.scan_iter(match=f"*{queue}*", count=500))
+        if names:
+            client.delete(*names)
+    client.close()
 
 
 def _follow(result: Any, worker: WorkerProcess) -> None:
@@ -369,11 +431,12 @@ def status(operation_id: str, as_json: bool) -> None:
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    width = max(len(name) for name in report)
-    for name, value in report.items():
-        if value is not None:
-            click.echo(f"{name:<{width}}  {value}")
+    else:
+        width = max(len(name) for name in report)
+        for name, value in report.items():
+            if value not in (None, ""):
+                click.echo(f"{name:<{width}}  {value}")
+    sys.exit(STATUS_EXIT_CODES.get(str(report["status"]), EXIT_OK))
 
 
 @cli.command()
@@ -453,8 +516,22 @@ def worker(
 
 
 def main() -> None:
-    """Entry point of the ``chunkq`` console script."""
-    cli()
+    """Entry point of the ``chunkq`` console script.
+
+    Configuration errors exit 2 and an unreachable Redis exits 1, each with one line
+    naming the problem instead of a traceback.
+    """
+    try:
+        cli()
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"CHUNKQ_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        _fail(f"invalid configuration: {problems}", EXIT_BAD_INPUT)
+    except redis.ConnectionError as error:
+        url = _redacted(get_settings().effective_redis_url)
+        _fail(f"Redis at {url} does not answer ({error})", EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ class LocalRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C at the terminal must not stop it first
         )
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline_s = time.monotonic() + REDIS_START_TIMEOUT_S
@@ -216,13 +217,19 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
 
-    def stop(self, *, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
-        """Ask for a warm shutdown; kill the group if it has not exited in ``timeout_s``."""
+    def stop(
+        self, *, timeout_s: float = WORKER_STOP_TIMEOUT_S, cold: bool = False
+    ) -> None:
+        """Shut the worker down; kill the group if it has not exited in ``timeout_s``.
+
+        Warm (SIGTERM) lets running tasks finish; cold (SIGQUIT) stops them at once,
+        leaving their messages to be delivered again.
+        """
         if self.process is None:
             return
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
+                self.process.send_signal(signal.SIGQUIT if cold else signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

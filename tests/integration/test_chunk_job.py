@@ -264,3 +264,67 @@ class _Subscription:
 
 def _subscribe(url: str, channel: str) -> _Subscription:
     return _Subscription(url, channel)
+
+
+def test_same_operation_id_with_other_parameters_is_refused(
+    tmp_path: Path, worker: WorkerProcess, operation_id: str
+) -> None:
+    """An operation id names one piece of work: other parameters under it are refused."""
+    _corpus(tmp_path / "src", count=3)
+    chunk_documents.delay(_request(tmp_path, operation_id)).get(timeout=JOB_TIMEOUT_S)
+
+    other = _request(tmp_path, operation_id).model_copy(update={"chunk_size": 500})
+    with pytest.raises(InvalidRequestError, match="exists with other chunk_size"):
+        chunk_documents.delay(other)
+
+
+def test_resubmitting_a_finished_operation_runs_it_again_from_its_checkpoint(
+    tmp_path: Path, worker: WorkerProcess, operation_id: str
+) -> None:
+    """A finished operation sent again waits for the new run, which skips done work."""
+    texts = _corpus(tmp_path / "src", count=3)
+    first = chunk_documents.delay(_request(tmp_path, operation_id)).get(
+        timeout=JOB_TIMEOUT_S
+    )
+    (tmp_path / "out" / "docs" / "guide.md.jsonl").unlink()
+
+    again = chunk_documents.delay(_request(tmp_path, operation_id)).get(
+        timeout=JOB_TIMEOUT_S
+    )
+
+    assert again["documents_done"] == first["documents_done"] == len(texts)
+    assert again["attempt"] == 2
+    assert not (tmp_path / "out" / "docs" / "guide.md.jsonl").exists()
+
+
+def test_submitting_an_active_operation_again_sends_no_second_copy(
+    tmp_path: Path, redis_client: redis.Redis, operation_id: str
+) -> None:
+    """While an operation is pending, submitting it again returns it; the queue holds one."""
+    _corpus(tmp_path / "src", count=2)
+    queue = f"{os.environ['CHUNKQ_QUEUE']}.idle.{operation_id}"
+
+    first = chunk_documents.apply_async(
+        (_request(tmp_path, operation_id),), queue=queue
+    )
+    second = chunk_documents.apply_async(
+        (_request(tmp_path, operation_id),), queue=queue
+    )
+
+    assert first.id == second.id == operation_id
+    assert redis_client.llen(queue) == 1
+    redis_client.delete(queue)
+
+
+def test_unwritable_output_folder_fails_at_once_naming_it(
+    tmp_path: Path, worker: WorkerProcess, operation_id: str
+) -> None:
+    """An output folder that is a file stops the job on its first attempt, named."""
+    _corpus(tmp_path / "src", count=2)
+    (tmp_path / "out").write_text("a file, not a folder")
+
+    result = chunk_documents.delay(_request(tmp_path, operation_id))
+
+    with pytest.raises(Exception, match="output folder"):
+        result.get(timeout=JOB_TIMEOUT_S)
+    assert stores().errors.resume_operation(operation_id).attempts == 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,92 @@ def test_run_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "started a private one" in done.stderr
     assert "documents  2 done" in done.stdout
+
+
+def test_output_folder_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    """``--out`` naming a file is refused before anything starts."""
+    source = _folder(tmp_path / "docs")
+    (tmp_path / "afile").write_text("x")
+
+    done = _chunkq("run", str(source), "--out", str(tmp_path / "afile" / "sub"))
+
+    assert done.returncode == 2
+    assert "the output folder cannot be made" in done.stderr
+
+
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    """A bad CHUNKQ_* value gives one line naming the variable, not a traceback."""
+    done = _chunkq("status", "some-op", env={"CHUNKQ_STATE_TTL_S": "soon"})
+
+    assert done.returncode == 2
+    assert "CHUNKQ_STATE_TTL_S" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_redis_exits_1_naming_it() -> None:
+    """A Redis that does not answer gives one line naming it, not a traceback."""
+    done = _chunkq(
+        "status", "some-op", env={"CHUNKQ_REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+
+    assert done.returncode == 1
+    assert "127.0.0.1:1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_interrupted_run_stops_what_it_started(tmp_path: Path) -> None:
+    """SIGINT mid-job: exit 130, a truthful message, no worker left behind."""
+    source = tmp_path / "docs"
+    source.mkdir()
+    for index in range(400):
+        (source / f"d{index:03d}.md").write_text("Some text here. " * 400)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "run",
+            str(source),
+            "--out",
+            str(tmp_path / "o"),
+            "--strategy",
+            "tokens",
+            "--chunk-size",
+            "64",
+            "--overlap",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_line(tmp_path / "o", process)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=CLI_TIMEOUT_S)
+
+    assert process.returncode in {0, 130}, stderr
+    assert "interrupted" in stderr
+    assert not _processes_with(f"chunkq-run-{process.pid}@")
+
+
+def _wait_for_line(output: Path, process: subprocess.Popen[str]) -> None:
+    """Wait until the run has written some output (its worker is working)."""
+    deadline_s = time.monotonic() + CLI_TIMEOUT_S
+    while time.monotonic() < deadline_s and process.poll() is None:
+        if any(output.rglob("*.jsonl")):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the run wrote nothing")
+
+
+def _processes_with(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if text in command:
+                    found.append(command)
+    return found

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tasks.errors import DocumentRefusedError
+from tasks.errors import DocumentRefusedError, OutputDirError
 from tasks.models import Chunk
 from tasks.sinks import JsonlFolderSink
 
@@ -66,7 +66,7 @@ def test_writes_one_json_line_per_chunk(sink: JsonlFolderSink) -> None:
     """Each chunk becomes one JSON line with the documented fields, in order."""
     chunks = _chunks("a.md", ["first chunk", "Ça va 🎉", "line\nbreak"])
 
-    size_bytes = sink.write("docs", "a.md", chunks)
+    written = sink.write("docs", "a.md", chunks)
 
     path = sink.output_dir / "docs" / "a.md.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -75,7 +75,8 @@ def test_writes_one_json_line_per_chunk(sink: JsonlFolderSink) -> None:
     assert all(set(record) == RECORD_FIELDS for record in records)
     assert [record["text"] for record in records] == [c.text for c in chunks]
     assert [record["index"] for record in records] == [0, 1, 2]
-    assert size_bytes == path.stat().st_size
+    assert written.size_bytes == path.stat().st_size
+    assert written.chunks == 3
 
 
 def test_non_ascii_is_written_as_utf8(sink: JsonlFolderSink) -> None:
@@ -107,12 +108,12 @@ def test_rewriting_replaces_the_file(sink: JsonlFolderSink) -> None:
 
 def test_zero_chunks_give_an_empty_file(sink: JsonlFolderSink) -> None:
     """A document with no chunks gets an empty file."""
-    size_bytes = sink.write("docs", "empty.md", [])
+    written = sink.write("docs", "empty.md", [])
 
     path = sink.output_dir / "docs" / "empty.md.jsonl"
     assert path.exists()
     assert path.read_bytes() == b""
-    assert size_bytes == 0
+    assert (written.chunks, written.size_bytes) == (0, 0)
 
 
 def test_chunks_may_come_from_a_generator(sink: JsonlFolderSink) -> None:
@@ -228,3 +229,21 @@ def test_fsync_on_flushes_file_and_folder(
     sink.write("docs", "a.md", _chunks("a.md", ["x"]))
 
     assert len(calls) == 2
+
+
+def test_prepare_refuses_a_file_in_place_of_the_output_folder(tmp_path: Path) -> None:
+    """An output folder that is a file is refused with OutputDirError naming it."""
+    (tmp_path / "afile").write_text("x")
+    sink = JsonlFolderSink(output_dir=tmp_path / "afile")
+
+    with pytest.raises(OutputDirError, match="afile"):
+        sink.prepare("docs")
+
+
+def test_prepare_creates_the_collection_folder(tmp_path: Path) -> None:
+    """prepare makes the collection's folder when it is missing."""
+    sink = JsonlFolderSink(output_dir=tmp_path / "new" / "out")
+
+    sink.prepare("docs")
+
+    assert (tmp_path / "new" / "out" / "docs").is_dir()
