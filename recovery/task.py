@@ -300,6 +300,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
                     soft_time_limit=result.next_soft_limit_s,
                     time_limit=result.next_hard_limit_s,
                     headers={correlation.CORRELATION_HEADER: correlation_id},
+                    retries=attempt,
                 )
                 return
             handler.finish_attempt(operation_id, attempt, str(result.recovery_action))
