@@ -230,3 +230,25 @@ def _processes_with(text: str) -> list[str]:
                 if text in command:
                     found.append(command)
     return found
+
+
+def test_queue_shows_holders_and_the_waiting_line() -> None:
+    """``chunkq queue`` lists a resource's holder and its waiters with positions."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    gate = stores().gate
+    holder, waiter = "cli-holder-1", "cli-waiter-1"
+    assert gate.try_admit(holder, "files").admitted
+    gate.try_admit(waiter, "files")
+    try:
+        shown = _chunkq("queue")
+        as_json = json.loads(_chunkq("queue", "--json").stdout)
+    finally:
+        gate.cancel(holder)
+        gate.cancel(waiter)
+
+    assert shown.returncode == 0, shown.stderr
+    assert "files: 1/1 permits held, 1 waiting" in shown.stdout
+    assert f"#1       {waiter}" in shown.stdout
+    [files] = [entry for entry in as_json if entry["resource"] == "files"]
+    assert files["holders"][0]["operation_id"] == holder
