@@ -26,13 +26,13 @@ from __future__ import annotations
 import errno
 import math
 import statistics
-import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
 from recovery.classify import ResourceExhaustedError
+from recovery.keepalive import KeepAlive
 from recovery.keys import KeyBuilder
 
 DURATIONS_KEPT = 50
@@ -320,38 +320,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class PermitKeeper:
-    """Renews a held permit from a daemon thread until stopped.
-
-    Renewal happens every third of the permit TTL, so a holder that lives keeps its
-    permit however long it works, and one that dies loses it within one TTL.
-    """
-
-    def __init__(
-        self, *, gate: AdmissionGate, operation_id: str, resource: str
-    ) -> None:
-        self._gate = gate
-        self._operation_id = operation_id
-        self._resource = resource
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"permit-{resource}", daemon=True
-        )
-
-    def start(self) -> PermitKeeper:
-        """Start renewing and return self."""
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        interval_s = self._gate.permit_ttl_s / 3
-        while not self._stopping.wait(interval_s):
-            try:
-                self._gate.renew(self._operation_id, self._resource)
-            except redis.RedisError:
-                continue  # the next renewal tries again; expiry is the fallback
-
-    def stop(self) -> None:
-        """Stop renewing (the permit itself is released by the caller)."""
-        self._stopping.set()
-        self._thread.join(timeout=5)
+def keep_permit(gate: AdmissionGate, operation_id: str, resource: str) -> KeepAlive:
+    """Start renewing the operation's permit every third of the permit TTL."""
+    return KeepAlive(
+        renew=lambda: gate.renew(operation_id, resource),
+        interval_s=gate.permit_ttl_s / 3,
+        name=f"permit-{resource}",
+    ).start()

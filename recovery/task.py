@@ -51,7 +51,7 @@ from recovery.gate import (
     GATE_HEADER,
     Admission,
     AdmissionGate,
-    PermitKeeper,
+    keep_permit,
     resource_of,
 )
 from recovery.handler import (
@@ -197,9 +197,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
                 headers=_headers(correlation_id, resource),
                 throw=False,
             )
-        keeper = PermitKeeper(
-            gate=gate, operation_id=operation_id, resource=resource
-        ).start()
+        keeper = keep_permit(gate, operation_id, resource)
         admitted_s = time.monotonic()
         logger.info(
             "gate.admitted", extra={"operation_id": operation_id, "resource": resource}

@@ -36,7 +36,7 @@ from tasks import engine
 from tasks.errors import DocumentError, DocumentUnreadableError
 from tasks.models import Chunk, ChunkRequest
 from tasks.sinks import JsonlFolderSink
-from tasks.sources import FolderSource
+from tasks.sources import FolderSource, printable_id
 from tasks.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -196,17 +196,20 @@ class OperationRunner:
             tasks.errors.OutputDirError: the output folder cannot be made or written.
             OSError: the sink failed later (disk full); finished batches stay recorded.
         """
-        source = FolderSource(
-            root=request.source_root, include=request.include, exclude=request.exclude
-        )
         sink = self.sink_for(request)
+        source = FolderSource(
+            root=request.source_root,
+            include=request.include,
+            exclude=request.exclude,
+            skip_dirs=(sink.output_dir,),
+        )
         sink.prepare(request.collection_id)
         operation_id = request.operation_id
         started_s = time.monotonic()
 
         plan = self._plan(request, source)
         checkpoint = self._checkpoints.load(operation_id)
-        remaining = [doc for doc in plan if doc not in checkpoint.finished]
+        remaining = [doc for doc in plan if printable_id(doc) not in checkpoint.finished]
         totals = dict(checkpoint.totals)
         batches = checkpoint.batches
         if context is not None:
@@ -300,12 +303,12 @@ class OperationRunner:
                     next_strategy=self._next_strategy,
                 )
             except DocumentError as error:
-                failed[document_id] = error.reason
+                failed[error.document_id] = error.reason
                 logger.info(
                     "document.failed",
                     extra={
                         "operation_id": request.operation_id,
-                        "document_id": document_id,
+                        "document_id": error.document_id,
                         "reason": error.reason,
                     },
                 )

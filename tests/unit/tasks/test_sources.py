@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tasks.errors import DocumentRefusedError, DocumentUnreadableError, SourceRootError
-from tasks.sources import BINARY_SNIFF_BYTES, FolderSource, check_document_id
+from tasks import sources
+from tasks.errors import (
+    DocumentError,
+    DocumentRefusedError,
+    DocumentUnreadableError,
+    SourceRootError,
+)
+from tasks.sources import (
+    BINARY_SNIFF_BYTES,
+    FolderSource,
+    check_document_id,
+    printable_id,
+)
+
+NOBODY_ID = 65534
+"""User and group id a forked child drops to, so folder permissions apply to it."""
 
 
 def _write(root: Path, document_id: str, content: str | bytes = "text") -> Path:
@@ -271,13 +292,24 @@ def test_read_text_broken_link(root: Path) -> None:
 
 
 def test_read_text_refuses_a_folder(root: Path) -> None:
-    """A folder given as a document id is not a regular file."""
+    """A folder given as a document id is refused as a folder, not a file."""
     (root / "sub").mkdir()
 
-    with pytest.raises(DocumentUnreadableError, match="not a regular file") as caught:
+    with pytest.raises(DocumentUnreadableError) as caught:
         FolderSource(root=root).read_text("sub")
 
     assert caught.value.document_id == "sub"
+    assert caught.value.reason == "it is a folder, not a file"
+
+
+def test_read_text_refuses_a_fifo_as_not_a_regular_file(root: Path) -> None:
+    """A named pipe is neither a file nor a folder, and is refused without opening it."""
+    os.mkfifo(root / "pipe")
+
+    with pytest.raises(DocumentUnreadableError) as caught:
+        FolderSource(root=root).read_text("pipe")
+
+    assert caught.value.reason == "it is not a regular file"
 
 
 def test_missing_root_is_refused(tmp_path: Path) -> None:
@@ -308,3 +340,219 @@ def test_root_is_resolved(root: Path, tmp_path: Path) -> None:
 
     assert source.root == root.resolve()
     assert source.read_text("a.md") == "x"
+
+
+# Names that are not valid UTF-8 (surrogate escapes).
+
+
+@pytest.mark.parametrize(
+    ("document_id", "printable"),
+    [
+        ("caf\udce9.txt", "caf\\xe9.txt"),
+        ("dir\udcff/a\udc80b", "dir\\xff/a\\x80b"),
+        ("lone\ud800", "lone\\ud800"),
+        ("plain/ok.md", "plain/ok.md"),
+        ("日本/テキスト.md", "日本/テキスト.md"),
+    ],
+)
+def test_printable_id_writes_surrogates_as_escape_text(
+    document_id: str, printable: str
+) -> None:
+    """printable_id writes escaped bytes as \\xNN, other surrogates as \\uNNNN."""
+    assert printable_id(document_id) == printable
+    assert printable_id(document_id).encode("utf-8").decode("utf-8") == printable
+
+
+def test_check_document_id_refuses_surrogates_with_a_printable_id() -> None:
+    """An id with surrogates is refused; the error holds no surrogate anywhere."""
+    with pytest.raises(DocumentRefusedError) as caught:
+        check_document_id("caf\udce9.txt")
+
+    error = caught.value
+    assert error.document_id == "caf\\xe9.txt"
+    assert error.reason == "its name is not valid UTF-8"
+    record = {"id": error.document_id, "reason": error.reason, "message": str(error)}
+    json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+def test_file_with_non_utf8_name_is_listed_then_refused_on_read(root: Path) -> None:
+    """A non-UTF-8 file name is listed raw and refused on read with a printable id."""
+    (root / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"text")
+    _write(root, "ok.md")
+    source = FolderSource(root=root)
+
+    ids = source.list_ids()
+
+    assert ids == ["caf\udce9.txt", "ok.md"]
+    for read in (source.path_of, source.read_text):
+        with pytest.raises(DocumentRefusedError) as caught:
+            read("caf\udce9.txt")
+        assert caught.value.document_id == "caf\\xe9.txt"
+        assert "not valid UTF-8" in caught.value.reason
+        str(caught.value).encode("utf-8")
+
+
+# Folders that cannot be listed.
+
+
+@pytest.fixture
+def open_root() -> Iterator[Path]:
+    """A source folder any user can enter, for a child process that drops root."""
+    folder = Path(tempfile.mkdtemp(prefix="chunkq-sources-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(stat.S_IRWXU)
+    shutil.rmtree(folder)
+
+
+def _unprivileged(work: Callable[[], object]) -> object:
+    """Return ``work()``, run as user nobody in a forked child when this is root.
+
+    Root reads every folder whatever its mode, so a folder cannot be made unlistable
+    for root without privileges this test should not use; a child that gives up root
+    meets the folder's mode for real. Exceptions come back as a string.
+    """
+    if os.geteuid() != 0:
+        return work()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.close(reader)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY_ID)
+            os.setuid(NOBODY_ID)
+            outcome: object = work()
+        except BaseException as error:  # reported to the parent as text
+            outcome = f"{type(error).__name__}: {error}"
+        with os.fdopen(writer, "wb") as output:
+            pickle.dump(outcome, output)
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as incoming:
+        outcome = pickle.load(incoming)  # our own child wrote it
+    os.waitpid(child, 0)
+    return outcome
+
+
+def _list_then_read(source: FolderSource, document_id: str) -> object:
+    ids = source.list_ids()
+    try:
+        source.read_text(document_id)
+    except DocumentError as error:
+        return ids, type(error).__name__, error.document_id, error.reason
+    return ids, None, None, None
+
+
+def test_unlistable_folder_is_listed_and_unreadable(open_root: Path) -> None:
+    """A folder without read permission is listed as an id; reading it says why."""
+    _write(open_root, "a.md")
+    _write(open_root, "locked/inside.md")
+    (open_root / "locked").chmod(0)
+    source = FolderSource(root=open_root)
+
+    outcome = _unprivileged(lambda: _list_then_read(source, "locked"))
+
+    assert outcome == (
+        ["a.md", "locked"],
+        "DocumentUnreadableError",
+        "locked",
+        "it is a folder that cannot be listed: Permission denied",
+    )
+
+
+def test_unlistable_folder_matching_an_exclude_pattern_is_not_listed(
+    open_root: Path,
+) -> None:
+    """An exclude pattern removes an unlistable folder as it removes files."""
+    _write(open_root, "a.md")
+    _write(open_root, "vendor/inside.md")
+    (open_root / "vendor").chmod(0)
+    source = FolderSource(root=open_root, include=("*.md",), exclude=("vendor",))
+
+    assert _unprivileged(source.list_ids) == ["a.md"]
+
+
+def test_folder_removed_while_listing_is_listed_from_the_real_error(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that vanishes before os.walk enters it is listed, not lost silently."""
+    # Given a folder removed just after os.walk has seen it in its parent, so that
+    # os.walk's own scandir of it fails with a real FileNotFoundError
+    _write(root, "a.md")
+    (root / "gone").mkdir()
+    visible = sources._visible
+
+    def remove_gone(name: str) -> bool:
+        if name == "gone":
+            (root / "gone").rmdir()
+        return visible(name)
+
+    monkeypatch.setattr(sources, "_visible", remove_gone)
+    source = FolderSource(root=root)
+
+    # When the folder is listed and read
+    ids = source.list_ids()
+
+    # Then it is an id, and reading it reports it missing
+    assert ids == ["a.md", "gone"]
+    with pytest.raises(DocumentUnreadableError, match="does not exist"):
+        source.read_text("gone")
+
+
+def test_root_that_cannot_be_listed_raises_source_root_error(root: Path) -> None:
+    """A root that vanished after opening raises SourceRootError when listed."""
+    source = FolderSource(root=root)
+    root.rmdir()
+
+    with pytest.raises(SourceRootError, match="cannot be listed: No such file"):
+        source.list_ids()
+
+
+# Folders skipped on purpose.
+
+
+def test_skip_dirs_are_never_listed(root: Path) -> None:
+    """Files under a skipped folder are not listed, at any depth."""
+    for document_id in ["a.md", "out/a.jsonl", "out/deep/b.jsonl", "docs/c.md"]:
+        _write(root, document_id)
+
+    source = FolderSource(root=root, skip_dirs=(root / "out",))
+
+    assert source.list_ids() == ["a.md", "docs/c.md"]
+
+
+def test_skip_dirs_compare_resolved_paths(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A skipped folder given relatively or through a link still matches."""
+    _write(root, "a.md")
+    _write(root, "out/chunks.jsonl")
+    _write(root, "nested/out/chunks.jsonl")
+    link = tmp_path / "root_link"
+    link.symlink_to(root, target_is_directory=True)
+    monkeypatch.chdir(root)
+
+    relative = FolderSource(root=link, skip_dirs=(Path("out"),))
+    linked = FolderSource(root=root, skip_dirs=(link / "nested" / "out",))
+
+    assert relative.list_ids() == ["a.md", "nested/out/chunks.jsonl"]
+    assert linked.list_ids() == ["a.md", "out/chunks.jsonl"]
+
+
+def test_skip_dirs_that_do_not_exist_change_nothing(root: Path) -> None:
+    """A skipped folder that does not exist yet is allowed and changes nothing."""
+    _write(root, "a.md")
+
+    source = FolderSource(root=root, skip_dirs=(root / "not-yet",))
+
+    assert source.list_ids() == ["a.md"]
+
+
+def test_skipping_the_root_lists_nothing(root: Path) -> None:
+    """When the root itself is skipped, nothing is listed."""
+    _write(root, "a.md")
+
+    assert FolderSource(root=root, skip_dirs=(root,)).list_ids() == []
