@@ -164,6 +164,23 @@ class Settings(BaseSettings):
         description="Seconds between admission requests while waiting.",
     )
 
+    heartbeat_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running operation whose worker has not beaten for this long is "
+        "sent again from its checkpoint by a reaper.",
+    )
+    reaper_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between two passes of a worker's reaper.",
+    )
+    fingerprint_ttl_s: int = Field(
+        default=30 * 24 * 3600,
+        gt=0,
+        description="Lifetime of document and work fingerprints, for skipping unchanged work.",
+    )
+
     state_ttl_s: int = Field(
         default=24 * 3600,
         gt=0,

@@ -23,14 +23,28 @@ from typing import Any, cast
 import redis
 
 from recovery.keys import KeyBuilder, OperationKeys
+from recovery.lease import Lease, StaleEpochError
 
 ITEMS_DONE = "items_done"
 ITEMS_FAILED = "items_failed"
 
 _RECORD_BATCH_LUA = """
 local done_key, failed_key, totals_key, checkpoint_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lease_key, fingerprints_key = KEYS[5], KEYS[6]
 local ttl_s = tonumber(ARGV[1])
 local batch = cjson.decode(ARGV[2])
+if batch.epoch then
+  local current = tonumber(redis.call('HGET', lease_key, 'epoch') or '0')
+  if current ~= batch.epoch then
+    return redis.error_reply('STALE_EPOCH current ' .. current)
+  end
+end
+for _, item in ipairs(batch.fingerprints) do
+  redis.call('HSET', fingerprints_key, item[1], item[2])
+end
+if #batch.fingerprints > 0 then
+  redis.call('EXPIRE', fingerprints_key, tonumber(ARGV[3]))
+end
 for _, item in ipairs(batch.done) do
   if redis.call('SADD', done_key, item[1]) == 1 then
     redis.call('HINCRBY', totals_key, 'items_done', 1)
@@ -48,7 +62,7 @@ for name, value in pairs(batch.checkpoint) do
   redis.call('HSET', checkpoint_key, name, value)
 end
 redis.call('HINCRBY', checkpoint_key, 'batches', 1)
-for _, key in ipairs(KEYS) do
+for _, key in ipairs({done_key, failed_key, totals_key, checkpoint_key}) do
   if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl_s) end
 end
 return redis.call('HGETALL', totals_key)
@@ -77,10 +91,18 @@ class Checkpoint:
 class CheckpointStore:
     """Reads and writes checkpoints and plans of operations in Redis."""
 
-    def __init__(self, *, client: redis.Redis, keys: KeyBuilder, ttl_s: int) -> None:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        keys: KeyBuilder,
+        ttl_s: int,
+        fingerprint_ttl_s: int = 30 * 24 * 3600,
+    ) -> None:
         self._client = client
         self._keys = keys
         self._ttl_s = ttl_s
+        self._fingerprint_ttl_s = fingerprint_ttl_s
         self._record_batch = client.register_script(_RECORD_BATCH_LUA)
 
     def fix_plan(self, operation_id: str, items: Sequence[str]) -> list[str]:
@@ -108,6 +130,9 @@ class CheckpointStore:
         failed: Mapping[str, str],
         batch_size: int,
         attempt: int,
+        fence: Lease | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+        fingerprint_scope: str = "",
     ) -> dict[str, int]:
         """Record one finished batch and return the operation's totals after it.
 
@@ -116,9 +141,15 @@ class CheckpointStore:
             failed: item id to the reason it failed.
             batch_size: documents per batch in force, for the record.
             attempt: the attempt that processed the batch, numbered from 1.
+            fence: the writer's lease; the batch is refused unless it is current.
+            fingerprints: item id to the fingerprint of what was done to it, kept
+                per ``fingerprint_scope`` so a later operation can skip unchanged items.
+
+        Raises:
+            recovery.lease.StaleEpochError: ``fence`` was superseded; nothing recorded.
         """
         keys = self._keys.operation(operation_id)
-        batch = {
+        batch: dict[str, Any] = {
             "done": [[item, dict(counters) or {}] for item, counters in done.items()],
             "failed": [[item, reason] for item, reason in failed.items()],
             "checkpoint": {
@@ -126,14 +157,47 @@ class CheckpointStore:
                 "attempt": attempt,
                 "updated_at_s": f"{time.time():.3f}",
             },
+            "fingerprints": [
+                [item, value] for item, value in (fingerprints or {}).items()
+            ],
         }
+        if fence is not None:
+            batch["epoch"] = fence.epoch
         # cjson turns an empty Lua table into {} and an empty Python list into [];
         # the script iterates with ipairs, which accepts both.
-        reply = self._record_batch(
-            keys=[keys.done, keys.failed, keys.totals, keys.checkpoint],
-            args=[self._ttl_s, json.dumps(batch)],
-        )
+        try:
+            reply = self._record_batch(
+                keys=[
+                    keys.done,
+                    keys.failed,
+                    keys.totals,
+                    keys.checkpoint,
+                    keys.lease,
+                    self._keys.item_fingerprints(fingerprint_scope),
+                ],
+                args=[self._ttl_s, json.dumps(batch), self._fingerprint_ttl_s],
+            )
+        except redis.ResponseError as error:
+            if "STALE_EPOCH" in str(error) and fence is not None:
+                raise StaleEpochError(
+                    operation_id=operation_id, epoch=fence.epoch
+                ) from None
+            raise
         return _pairs_to_ints(cast(list[Any], reply))
+
+    def fingerprints(self, scope: str, items: list[str]) -> dict[str, str]:
+        """Return the stored fingerprints of ``items`` in ``scope`` (missing ones left out)."""
+        if not items:
+            return {}
+        raw = cast(
+            list[bytes | None],
+            self._client.hmget(self._keys.item_fingerprints(scope), items),
+        )
+        return {
+            item: value.decode()
+            for item, value in zip(items, raw, strict=True)
+            if value
+        }
 
     def load(self, operation_id: str) -> Checkpoint:
         """Return the operation's checkpoint (empty when nothing was recorded)."""

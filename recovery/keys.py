@@ -34,6 +34,8 @@ class OperationKeys:
     """Hash: attempt number to how it ended (``completed``, ``retry``, ``fail`` ...)."""
     errors: str
     """List: JSON error records, oldest first, capped in length."""
+    lease: str
+    """Hash: the epoch of the attempt that holds the operation, and its holder."""
 
     def all(self) -> tuple[str, ...]:
         """Return every key of the operation (its dead letter is kept apart)."""
@@ -47,6 +49,7 @@ class OperationKeys:
             self.attempts,
             self.outcomes,
             self.errors,
+            self.lease,
         )
 
 
@@ -73,12 +76,26 @@ class KeyBuilder:
             attempts=f"{base}:attempts",
             outcomes=f"{base}:outcomes",
             errors=f"{base}:errors",
+            lease=f"{base}:lease",
         )
 
     @property
     def dead_letters(self) -> str:
         """Sorted set: operation ids with a dead letter, scored by Unix time in seconds."""
         return f"{self.prefix}:dead"
+
+    @property
+    def running(self) -> str:
+        """Sorted set: running operation ids by heartbeat deadline, Unix ms."""
+        return f"{self.prefix}:running"
+
+    def item_fingerprints(self, scope: str) -> str:
+        """Hash: item id to the fingerprint of the work last done on it, per scope."""
+        return f"{self.prefix}:fp:items:{check_id('scope', scope) if scope else '-'}"
+
+    def work_fingerprint(self, fingerprint: str) -> str:
+        """String: the operation that does the work with this fingerprint."""
+        return f"{self.prefix}:fp:work:{fingerprint}"
 
     def dead_letter(self, operation_id: str) -> str:
         """String: the JSON dead-letter record of ``operation_id``."""

@@ -129,11 +129,11 @@ class LeaseStore:
     @property
     def running_key(self) -> str:
         """The sorted set of running operations by heartbeat deadline (ms)."""
-        return f"{self._keys.prefix}:running"
+        return self._keys.running
 
     def lease_key(self, operation_id: str) -> str:
         """The hash holding the operation's epoch and holder."""
-        return f"{self._keys.prefix}:op:{operation_id}:lease"
+        return self._keys.operation(operation_id).lease
 
     def take(self, operation_id: str, *, holder: str) -> Lease:
         """Take the operation's lease for a starting attempt; older epochs are fenced."""
@@ -144,11 +144,19 @@ class LeaseStore:
         )
         return Lease(operation_id=operation_id, epoch=int(cast(int, epoch)))
 
-    def beat(self, lease: Lease) -> bool:
-        """Push the heartbeat deadline forward; ``False`` once the lease was taken over."""
+    def beat(self, lease: Lease, *, extra_s: float = 0.0) -> bool:
+        """Push the heartbeat deadline forward; ``False`` once the lease was taken over.
+
+        ``extra_s`` (seconds) adds to the usual timeout, for a retry that waits its
+        backoff before it starts.
+        """
         renewed = self._beat(
             keys=[self.lease_key(lease.operation_id), self.running_key],
-            args=[lease.epoch, self._timeout_ms, lease.operation_id],
+            args=[
+                lease.epoch,
+                self._timeout_ms + int(extra_s * 1000),
+                lease.operation_id,
+            ],
         )
         return bool(renewed)
 

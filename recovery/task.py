@@ -36,6 +36,7 @@ app puts one there (``worker/app.py``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -60,6 +61,8 @@ from recovery.handler import (
     ErrorContext,
     RecoveryResult,
 )
+from recovery.keepalive import KeepAlive
+from recovery.lease import Lease, LeaseStore, StaleEpochError
 from recovery.policy import Action
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ class RecoveryConfig:
     """Returns the process's handler; called after the worker forked."""
     gate_factory: Callable[[], AdmissionGate]
     """Returns the process's admission gate."""
+    lease_factory: Callable[[], LeaseStore]
+    """Returns the process's lease store (epochs and heartbeats)."""
     gated_queue: str
     gate_poll_s: float = 2.0
     """Seconds between two admission requests of a waiting message."""
@@ -91,6 +96,9 @@ class AttemptContext:
     batch_size: int = 1
     strategy: str = ""
     has_partial_results: bool = False
+    lease: Lease | None = None
+    """The attempt's hold on the operation; writes carry its epoch."""
+    heartbeat: KeepAlive | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -237,12 +245,34 @@ class RecoverableTask(Task):  # type: ignore[misc]
             hard_limit_s=hard_s,
             queue=(self.request.delivery_info or {}).get("routing_key"),
         )
-        context = AttemptContext(operation_id, correlation_id, start.attempt)
+        leases = config.lease_factory()
+        lease = leases.take(
+            operation_id, holder=f"{self.request.hostname}/{os.getpid()}"
+        )
+        heartbeat = KeepAlive(
+            renew=lambda: leases.beat(lease),
+            interval_s=leases.heartbeat_timeout_s / 3,
+            name="heartbeat",
+        ).start()
+        context = AttemptContext(
+            operation_id,
+            correlation_id,
+            start.attempt,
+            lease=lease,
+            heartbeat=heartbeat,
+        )
         token = _current_attempt.set(context)
         try:
             if start.previous_lost:
                 self._after_lost_attempt(handler, context, args, kwargs)
             value = super().__call__(*args, **kwargs)
+        except StaleEpochError:
+            handler.finish_attempt(operation_id, context.attempt, "superseded")
+            logger.info(
+                "task.superseded",
+                extra={"operation_id": operation_id, "attempt": context.attempt},
+            )
+            raise Ignore() from None
         except CONTROL_FLOW:
             raise
         except Exception as error:  # every failure goes to the policy
@@ -251,6 +281,8 @@ class RecoverableTask(Task):  # type: ignore[misc]
             )
         finally:
             _current_attempt.reset(token)
+            heartbeat.stop()
+        leases.release(lease)
         handler.finish_attempt(operation_id, context.attempt, "completed")
         return value
 
@@ -379,11 +411,17 @@ class RecoverableTask(Task):  # type: ignore[misc]
                 extra={**extra, "countdown_s": round(result.retry_after, 3)},
             )
             handler.finish_attempt(context.operation_id, context.attempt, "retry")
+            if context.lease is not None and context.heartbeat is not None:
+                # Watched through the backoff: a retry lost with its worker is resent.
+                context.heartbeat.stop()
+                config.lease_factory().beat(context.lease, extra_s=result.retry_after)
             raise self._retry(config, result, cause, args, kwargs)
 
         handler.finish_attempt(
             context.operation_id, context.attempt, str(result.recovery_action)
         )
+        if context.lease is not None:
+            config.lease_factory().release(context.lease)
         handler.dead_letter(self._dead_letter(handler, context, result, kwargs))
         if result.error_type is ErrorType.UNKNOWN:
             logger.error("task.failed_unexpectedly", extra=extra, exc_info=cause)

@@ -280,6 +280,7 @@ def _runner() -> OperationRunner:
         sink_fsync=settings.sink_fsync,
         batch_size_for=lambda: sizing.batch_size_for(memory_percent()),
         next_strategy=handles.policy.next_strategy,
+        leases=handles.leases,
     )
 
 

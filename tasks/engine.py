@@ -60,6 +60,7 @@ text no longer than one segment is split exactly as the splitter splits it.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -69,6 +70,10 @@ from enum import StrEnum
 import semantic_text_splitter as sts
 
 from recovery.classify import ErrorType, StrategyError, classify
+
+ENGINE_VERSION = f"sts-{importlib.metadata.version('semantic-text-splitter')}-seg1"
+"""Names the splitter release and chunkq's segmentation; part of document fingerprints,
+so a change of engine chunks documents again."""
 
 TOKEN_MODEL = "gpt-4"
 """Model name whose encoding (``cl100k_base``) the token strategy counts in."""

@@ -21,21 +21,23 @@ reach the task's recovery policy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recovery.checkpoint import ITEMS_DONE, ITEMS_FAILED, Checkpoint, CheckpointStore
 from recovery.classify import StrategyError
+from recovery.lease import Lease, LeaseStore, StaleEpochError
 from recovery.state import StateStore, Status
 from recovery.task import AttemptContext
 from tasks import engine
 from tasks.errors import DocumentError, DocumentUnreadableError
 from tasks.models import Chunk, ChunkRequest
-from tasks.sinks import JsonlFolderSink
+from tasks.sinks import JsonlFolderSink, Staged
 from tasks.sources import FolderSource, printable_id
 from tasks.tokens import count_tokens
 
@@ -150,6 +152,49 @@ def _spans_with_fallback(
             spec = spec.converted_to(simpler)
 
 
+def request_signature(request: ChunkRequest) -> str:
+    """Return what, besides a document's bytes, decides its chunks."""
+    return f"{request.strategy}/{request.chunk_size}/{request.overlap}/{engine.ENGINE_VERSION}"
+
+
+def document_fingerprint(data: bytes, signature: str) -> str:
+    """Return the SHA-256 of a document's bytes and the settings that chunk it."""
+    digest = hashlib.sha256(signature.encode())
+    digest.update(b"\0")
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _unchanged(stored: str | None, fingerprint: str) -> int | None:
+    """Return the chunk count stored with ``fingerprint``, or ``None`` if it differs."""
+    if stored is None:
+        return None
+    value, _, chunks = stored.partition(":")
+    return int(chunks) if value == fingerprint and chunks.isdigit() else None
+
+
+@dataclass
+class BatchOutcome:
+    """What processing a batch produced, before it is committed."""
+
+    done: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    staged: list[Staged] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, request: ChunkRequest, error: DocumentError) -> None:
+        """Record a document that cannot be processed."""
+        self.failed[error.document_id] = error.reason
+        logger.info(
+            "document.failed",
+            extra={
+                "operation_id": request.operation_id,
+                "document_id": error.document_id,
+                "reason": error.reason,
+            },
+        )
+
+
 class OperationRunner:
     """Runs one chunking operation to its end, resuming from its checkpoint."""
 
@@ -162,6 +207,7 @@ class OperationRunner:
         sink_fsync: bool,
         batch_size_for: Callable[[], int],
         next_strategy: NextStrategy,
+        leases: LeaseStore | None = None,
     ) -> None:
         """``batch_size_for`` is asked before every batch for its size in documents."""
         self._checkpoints = checkpoints
@@ -170,6 +216,7 @@ class OperationRunner:
         self._sink_fsync = sink_fsync
         self._batch_size_for = batch_size_for
         self._next_strategy = next_strategy
+        self._leases = leases
 
     def sink_for(self, request: ChunkRequest) -> JsonlFolderSink:
         """Return the sink the request's chunks go to."""
@@ -209,7 +256,9 @@ class OperationRunner:
 
         plan = self._plan(request, source)
         checkpoint = self._checkpoints.load(operation_id)
-        remaining = [doc for doc in plan if printable_id(doc) not in checkpoint.finished]
+        remaining = [
+            doc for doc in plan if printable_id(doc) not in checkpoint.finished
+        ]
         totals = dict(checkpoint.totals)
         batches = checkpoint.batches
         if context is not None:
@@ -230,16 +279,18 @@ class OperationRunner:
         while remaining:
             batch_size = self._next_batch_size(request, context)
             batch, remaining = remaining[:batch_size], remaining[batch_size:]
-            done, failed = self._process_batch(request, source, sink, batch)
-            totals = self._checkpoints.record_batch(
-                operation_id,
-                done=done,
-                failed=failed,
+            lease = context.lease if context is not None else None
+            outcome = self._process_batch(request, source, sink, batch)
+            totals = self._commit_batch(
+                request,
+                sink,
+                outcome,
+                lease=lease,
                 batch_size=batch_size,
                 attempt=attempt,
             )
             batches += 1
-            if context is not None and done:
+            if context is not None and outcome.done:
                 context.has_partial_results = True
             on_progress(self._progress(operation_id, plan, totals, batch_size, batches))
 
@@ -290,12 +341,31 @@ class OperationRunner:
         source: FolderSource,
         sink: JsonlFolderSink,
         batch: list[str],
-    ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-        done: dict[str, dict[str, int]] = {}
-        failed: dict[str, str] = {}
+    ) -> BatchOutcome:
+        """Read, chunk and stage every document of the batch; nothing is committed."""
+        outcome = BatchOutcome()
+        known = self._checkpoints.fingerprints(request.collection_id, batch)
+        signature = request_signature(request)
         for document_id in batch:
             try:
                 text = source.read_text(document_id)
+            except DocumentError as error:
+                outcome.fail(request, error)
+                continue
+            data = text.encode()
+            fingerprint = document_fingerprint(data, signature)
+            unchanged = _unchanged(known.get(document_id), fingerprint)
+            if (
+                unchanged is not None
+                and sink.path_for(request.collection_id, document_id).exists()
+            ):
+                outcome.done[document_id] = {
+                    "chunks": unchanged,
+                    "bytes_in": len(data),
+                    "unchanged": 1,
+                }
+                continue
+            try:
                 chunks = iter_chunks(
                     text,
                     document_id=document_id,
@@ -303,23 +373,53 @@ class OperationRunner:
                     next_strategy=self._next_strategy,
                 )
             except DocumentError as error:
-                failed[error.document_id] = error.reason
-                logger.info(
-                    "document.failed",
-                    extra={
-                        "operation_id": request.operation_id,
-                        "document_id": error.document_id,
-                        "reason": error.reason,
-                    },
-                )
+                outcome.fail(request, error)
                 continue
-            written = sink.write(request.collection_id, document_id, chunks)
-            done[document_id] = {
-                "chunks": written.chunks,
-                "bytes_in": len(text.encode()),
-                "bytes_out": written.size_bytes,
+            staged = sink.stage(request.collection_id, document_id, chunks)
+            outcome.staged.append(staged)
+            outcome.done[document_id] = {
+                "chunks": staged.written.chunks,
+                "bytes_in": len(data),
+                "bytes_out": staged.written.size_bytes,
             }
-        return done, failed
+            outcome.fingerprints[document_id] = f"{fingerprint}:{staged.written.chunks}"
+        return outcome
+
+    def _commit_batch(
+        self,
+        request: ChunkRequest,
+        sink: JsonlFolderSink,
+        outcome: BatchOutcome,
+        *,
+        lease: Lease | None,
+        batch_size: int,
+        attempt: int,
+    ) -> dict[str, int]:
+        """Put the staged files in place and record the batch, if still the holder.
+
+        Raises:
+            recovery.lease.StaleEpochError: another attempt holds the operation now;
+                the staged files are dropped and nothing is recorded.
+        """
+        if lease is not None and self._leases is not None:
+            try:
+                self._leases.check(lease)
+            except StaleEpochError:
+                for staged in outcome.staged:
+                    sink.discard(staged)
+                raise
+        for staged in outcome.staged:
+            sink.commit(staged)
+        return self._checkpoints.record_batch(
+            request.operation_id,
+            done=outcome.done,
+            failed=outcome.failed,
+            batch_size=batch_size,
+            attempt=attempt,
+            fence=lease,
+            fingerprints=outcome.fingerprints,
+            fingerprint_scope=request.collection_id,
+        )
 
     def _progress(
         self,

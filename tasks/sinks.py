@@ -7,6 +7,11 @@ disk (unless ``CHUNKQ_SINK_FSYNC`` is off) and then renamed over the target. A c
 never leaves half a file, and writing the same document again replaces its file
 whole, so a redone batch leaves one copy.
 A document with no chunks gets an empty file, which says it was processed.
+
+Writing can be split in two: :meth:`JsonlFolderSink.stage` writes the temporary
+file, :meth:`JsonlFolderSink.commit` renames it into place. The pipeline stages a whole
+batch, checks that its attempt still holds the operation (its epoch is current), and
+only then commits, so a superseded worker cannot replace newer files.
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ class Written:
 
     chunks: int
     size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Chunks written to a temporary file, not yet in place."""
+
+    temporary: Path
+    target: Path
+    written: Written
 
 
 class JsonlFolderSink:
@@ -84,6 +98,18 @@ class JsonlFolderSink:
             OSError: the output folder cannot be created or written (disk full,
                 permissions); the previous file, if any, is left as it was.
         """
+        staged = self.stage(collection_id, document_id, chunks)
+        self.commit(staged)
+        return staged.written
+
+    def stage(
+        self, collection_id: str, document_id: str, chunks: Iterable[Chunk]
+    ) -> Staged:
+        """Write the chunks to a temporary file beside the target; nothing is replaced.
+
+        Raises:
+            OSError: as :meth:`write`; no temporary file is left behind.
+        """
         target = self.path_for(collection_id, document_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed, not closed by with
@@ -106,13 +132,22 @@ class JsonlFolderSink:
                 if self._fsync:
                     os.fsync(handle.fileno())
                 size_bytes = os.fstat(handle.fileno()).st_size
-            Path(handle.name).replace(target)
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise
+        return Staged(
+            Path(handle.name), target, Written(chunks=count, size_bytes=size_bytes)
+        )
+
+    def commit(self, staged: Staged) -> None:
+        """Put a staged file in place of the document's file, atomically."""
+        staged.temporary.replace(staged.target)
         if self._fsync:
-            _fsync_folder(target.parent)
-        return Written(chunks=count, size_bytes=size_bytes)
+            _fsync_folder(staged.target.parent)
+
+    def discard(self, staged: Staged) -> None:
+        """Drop a staged file; the document's file stays as it was."""
+        staged.temporary.unlink(missing_ok=True)
 
     def delete(self, collection_id: str, document_id: str) -> bool:
         """Remove the document's chunk file; return whether there was one."""

@@ -26,6 +26,7 @@ app.config_from_object(celery_config(_settings))
 app.conf.chunkq_recovery = RecoveryConfig(
     handler_factory=runtime.error_handler,
     gate_factory=runtime.admission_gate,
+    lease_factory=runtime.lease_store,
     gated_queue=_settings.gated_queue,
     gate_poll_s=_settings.gate_poll_s,
 )

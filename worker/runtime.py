@@ -17,6 +17,8 @@ from recovery.checkpoint import CheckpointStore
 from recovery.gate import AdmissionGate
 from recovery.handler import ChunkingErrorHandler
 from recovery.keys import KeyBuilder
+from recovery.lease import LeaseStore
+from recovery.locks import ResourceLocks
 from recovery.policy import RetryPolicy
 from recovery.state import StateStore
 
@@ -32,6 +34,8 @@ class Stores:
     errors: ChunkingErrorHandler
     policy: RetryPolicy
     gate: AdmissionGate
+    leases: LeaseStore
+    locks: ResourceLocks
 
 
 @functools.cache
@@ -71,12 +75,26 @@ def stores() -> Stores:
             permit_ttl_s=settings.gate_permit_ttl_s,
             wait_ttl_s=settings.gate_wait_ttl_s,
         ),
+        leases=LeaseStore(
+            client=client,
+            keys=keys,
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+            ttl_s=settings.state_ttl_s,
+        ),
+        locks=ResourceLocks(
+            client=client, keys=keys, timeout_s=settings.heartbeat_timeout_s
+        ),
     )
 
 
 def admission_gate() -> AdmissionGate:
     """Return the process's admission gate."""
     return stores().gate
+
+
+def lease_store() -> LeaseStore:
+    """Return the process's lease store."""
+    return stores().leases
 
 
 def error_handler() -> ChunkingErrorHandler:

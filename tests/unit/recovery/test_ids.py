@@ -76,7 +76,7 @@ def test_operation_keys_share_the_operation_prefix() -> None:
     keys = KeyBuilder(prefix="chunkq").operation("op-1").all()
 
     assert all(key.startswith("chunkq:op:op-1:") for key in keys)
-    assert len(set(keys)) == len(keys) == 9
+    assert len(set(keys)) == len(keys) == 10
 
 
 def test_operation_keys_names() -> None:
