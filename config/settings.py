@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery.classify import ErrorType
-from recovery.policy import Action
+from recovery.policy import Action, ErrorRule
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -270,6 +270,10 @@ class Settings(BaseSettings):
                 "running work is delivered again"
             )
         for error_type, rule in self.retry_rules.items():
+            try:
+                ErrorRule(**rule.model_dump())
+            except ValueError as error:
+                raise ValueError(f"retry_rules.{error_type}: {error}") from None
             if rule.backoff_cap_s >= self.visibility_timeout_s:
                 raise ValueError(
                     f"retry_rules.{error_type}.backoff_cap_s ({rule.backoff_cap_s:g}) must be "

@@ -28,6 +28,9 @@ strategy (or ``CHUNKQ_CLEANUP_STRATEGY``) decides what stays:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import time
 from typing import Any
 
@@ -44,10 +47,13 @@ from recovery.state import Status
 from recovery.task import RecoverableTask, current_attempt
 from tasks.errors import InvalidRequestError
 from tasks.models import ChunkRequest
-from tasks.pipeline import OperationRunner, Progress, summary
+from tasks.pipeline import OperationRunner, Progress, request_signature, summary
+from tasks.sources import FolderSource, printable_id
 from worker.app import app
 from worker.celery_config import CHUNK_TASK_NAME
 from worker.runtime import stores
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_STATE = "PROGRESS"
 PROGRESS_EVENT = "task-progress"
@@ -77,7 +83,7 @@ class ChunkingTask(RecoverableTask):
         headers[correlation.CORRELATION_HEADER] = correlation_id
         if self.request.called_directly and not options.get("retries"):
             # A new submission, not a retry sent by the task or the worker.
-            existing = _existing_operation(request)
+            existing = _existing_operation(request) or _same_work(request)
             if existing is not None:
                 return existing
             stores().states.update(
@@ -249,6 +255,108 @@ def _existing_operation(request: ChunkRequest) -> AsyncResult | None:
         return result
     result.forget()
     return None
+
+
+def work_fingerprint(request: ChunkRequest) -> str | None:
+    """Return the SHA-256 of the work a request asks for, or ``None`` if unknowable.
+
+    It covers the collection, source and output folders, strategy and sizes, selection
+    patterns,
+    the engine version, and every document with its size and modification time, as
+    this machine sees the source folder (not the operation id). ``None`` when the
+    source folder is not visible here.
+    """
+    if not request.source_root.is_dir():
+        return None
+    source = FolderSource(
+        root=request.source_root,
+        include=request.include,
+        exclude=request.exclude,
+        skip_dirs=(request.output_dir or get_settings().output_dir,),
+    )
+    ids = (
+        list(request.document_ids)
+        if request.document_ids is not None
+        else source.list_ids()
+    )
+    identities = []
+    for document_id in sorted(ids):
+        try:
+            status = (source.root / document_id).stat()
+            identities.append(
+                [printable_id(document_id), status.st_size, status.st_mtime_ns]
+            )
+        except (OSError, UnicodeError):
+            identities.append([printable_id(document_id), -1, -1])
+    work = {
+        "collection_id": request.collection_id,
+        "source_root": str(request.source_root),
+        "output_dir": str(request.output_dir or get_settings().output_dir),
+        "signature": request_signature(request),
+        "include": request.include,
+        "exclude": request.exclude,
+        "documents": identities,
+    }
+    return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()
+
+
+def _same_work(request: ChunkRequest) -> AsyncResult | None:
+    """Return the operation that already does or did this work, if any.
+
+    The first operation to claim a fingerprint (set-if-absent in Redis) keeps it
+    while it is pending, waiting, running, or finished with its result still kept;
+    a failed or forgotten one gives it up to the new request.
+    """
+    if not request.deduplicate:
+        return None
+    fingerprint = work_fingerprint(request)
+    if fingerprint is None:
+        return None
+    handles = stores()
+    key = handles.keys.work_fingerprint(fingerprint)
+    ttl_s = get_settings().fingerprint_ttl_s
+    if handles.client.set(key, request.operation_id, nx=True, ex=ttl_s):
+        return None
+    raw_owner = handles.client.get(key)
+    owner = raw_owner.decode() if isinstance(raw_owner, bytes) else ""
+    if owner and owner != request.operation_id:
+        status = handles.states.get(owner).get("status")
+        result = chunk_documents.AsyncResult(owner)
+        kept = status in ACTIVE or (
+            status in {Status.COMPLETED.value, Status.PARTIAL.value}
+            and result.state != "PENDING"
+        )
+        if kept:
+            logger.info(
+                "operation.deduplicated",
+                extra={"operation_id": request.operation_id, "same_as": owner},
+            )
+            return result
+    handles.client.set(key, request.operation_id, ex=ttl_s)
+    return None
+
+
+def resubmit(operation_id: str) -> bool:
+    """Send a running operation whose worker stopped beating again, from its checkpoint.
+
+    Used by the reaper. Returns ``False`` (and stops watching it) when the operation
+    is finished or unknown.
+    """
+    handles = stores()
+    state = handles.states.get(operation_id)
+    if not state or state.get("status") not in ACTIVE or not state.get("request"):
+        handles.client.zrem(handles.keys.running, operation_id)
+        return False
+    request = ChunkRequest.model_validate_json(state["request"])
+    attempt, _ = handles.errors.last_attempt(operation_id)
+    correlation_id = state.get("correlation_id") or correlation.new_correlation_id()
+    chunk_documents.apply_async(
+        (request,),
+        task_id=operation_id,
+        retries=max(attempt, 1),
+        headers={correlation.CORRELATION_HEADER: correlation_id},
+    )
+    return True
 
 
 def _request_from_call(

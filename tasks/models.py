@@ -58,6 +58,8 @@ class ChunkRequest(BaseModel):
     """Upper bound on documents per batch; a retry after a memory error sets it."""
     cleanup: CleanupStrategy | None = None
     """What to do with written work when attempts run out (default: the setting)."""
+    deduplicate: bool = True
+    """Return the operation already doing or done with the same work, if there is one."""
 
     @field_validator("operation_id")
     @classmethod

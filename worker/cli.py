@@ -20,10 +20,13 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -71,9 +74,10 @@ def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--strategy",
-            type=click.Choice([s.value for s in Strategy]),
             default=Strategy.RECURSIVE.value,
             show_default=True,
+            help="characters, recursive, markdown, tokens, or one registered by a module "
+            "in CHUNKQ_IMPORTS.",
         ),
         click.option(
             "--chunk-size",
@@ -117,11 +121,15 @@ def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _request(path: Path, **fields: Any) -> ChunkRequest:
+def _check_source(path: Path) -> None:
     if not path.exists():
         _fail(f"{path}: no such folder", EXIT_BAD_INPUT)
     if not path.is_dir():
         _fail(f"{path}: not a folder", EXIT_BAD_INPUT)
+
+
+def _request(path: Path, **fields: Any) -> ChunkRequest:
+    _check_source(path)
     values = {name: value for name, value in fields.items() if value is not None}
     values["output_dir"] = values.get("output_dir") or get_settings().output_dir
     try:
@@ -159,18 +167,19 @@ def cli() -> None:
 )
 def run(path: Path, concurrency: int | None, **fields: Any) -> None:
     """Chunk the documents under PATH, end to end, and print a summary."""
-    request = _request(path, **fields)
+    _check_source(path)
     try:
-        code = _run(request, concurrency or get_settings().worker_concurrency)
+        code = _run(path, fields, concurrency or get_settings().worker_concurrency)
     except LocalServiceError as error:
         _fail(str(error), EXIT_FAILED)
     sys.exit(code)
 
 
-def _run(request: ChunkRequest, concurrency: int) -> int:
+def _run(path: Path, fields: dict[str, Any], concurrency: int) -> int:
     with contextlib.ExitStack() as stack:
         url, private_redis_url = _redis_for_run(stack)
-        queue = f"{get_settings().queue}.run.{request.operation_id[:16]}"
+        run_id = fields.get("operation_id") or uuid.uuid4().hex
+        queue = f"{get_settings().queue}.run.{run_id[:16]}"
         private = {
             "CHUNKQ_REDIS_URL": url,
             "CHUNKQ_QUEUE": queue,
@@ -181,6 +190,7 @@ def _run(request: ChunkRequest, concurrency: int) -> int:
         from tasks.chunking import chunk_documents  # noqa: PLC0415 - after the settings
         from worker.app import app  # noqa: PLC0415
 
+        request = _request(path, **fields)  # strategies of CHUNKQ_IMPORTS are known now
         folder = Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="chunkq-run-"))
         )
@@ -382,6 +392,8 @@ def _redacted(url: str) -> str:
 )
 def submit(path: Path, skip_local_check: bool, **fields: Any) -> None:
     """Enqueue a job for running workers and print its operation id."""
+    from tasks.chunking import chunk_documents  # noqa: PLC0415 - loads app and strategies
+
     if skip_local_check:
         values = {name: value for name, value in fields.items() if value is not None}
         try:
@@ -390,10 +402,7 @@ def submit(path: Path, skip_local_check: bool, **fields: Any) -> None:
             _fail(str(error), EXIT_BAD_INPUT)
     else:
         request = _request(path, **fields)
-    from tasks.chunking import chunk_documents  # noqa: PLC0415 - loads the Celery app
-
-    chunk_documents.delay(request)
-    click.echo(request.operation_id)
+    click.echo(chunk_documents.delay(request).id)
 
 
 @cli.command()
@@ -485,16 +494,23 @@ def queue(as_json: bool) -> None:
 @click.option("--queue", "queues", multiple=True, help="Queue to consume (repeatable).")
 @click.option("--concurrency", type=int, default=None)
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--no-restart", is_flag=True, help="Exit when the Celery worker exits abnormally."
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
     queues: tuple[str, ...],
     concurrency: int | None,
     loglevel: str,
+    no_restart: bool,
     celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker on chunkq's queues (main and gated by default).
 
-    Extra arguments go to ``celery worker``.
+    The worker runs as a child process and is started again when it exits
+    abnormally (for example after losing Redis while busy), at most 5 times a
+    minute. SIGTERM, SIGINT and SIGQUIT go to it. Extra arguments go to
+    ``celery worker``.
     """
     settings = get_settings()
     argv = [
@@ -512,7 +528,46 @@ def worker(
         loglevel,
         *celery_args,
     ]
-    os.execv(sys.executable, argv)
+    sys.exit(supervise(argv, restart=not no_restart))
+
+
+RESTARTS_PER_MINUTE = 5
+
+
+def supervise(argv: list[str], *, restart: bool) -> int:
+    """Run ``argv``, forwarding stop signals, and start it again after a crash.
+
+    Returns the exit code of the last run: 0 after a requested stop.
+    """
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    starts_s: list[float] = []
+    while True:
+        starts_s = [at for at in starts_s if time.monotonic() - at < 60] + [
+            time.monotonic()
+        ]
+        child = subprocess.Popen(argv)
+        code = child.wait()
+        if stopping or code == 0 or not restart:
+            return code
+        if len(starts_s) >= RESTARTS_PER_MINUTE:
+            click.echo(
+                f"chunkq: the worker exited {len(starts_s)} times in a minute", err=True
+            )
+            return code
+        click.echo(
+            f"chunkq: the worker exited with code {code}; starting it again", err=True
+        )
+        time.sleep(1.0)
 
 
 def main() -> None:

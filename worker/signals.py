@@ -6,6 +6,9 @@
   and any task it sends carry the same id; after it, the binding is undone.
 - Logging: when Celery sets up the worker's loggers, their handlers get the
   event-style formatter of :mod:`worker.logs` and the correlation id filter.
+- The reaper: when a worker is ready, its main process starts a reaper thread that
+  sends again the operations whose heartbeat expired (:mod:`recovery.reaper`); it
+  stops with the worker.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 
 from celery import Task, signals
 
+from config import get_settings
 from recovery import correlation
-from worker import logs
+from recovery.reaper import Reaper
+from worker import logs, runtime
 
 _bindings: dict[str, Token[str | None]] = {}
 
@@ -44,6 +49,29 @@ def _install_logging(logger: logging.Logger, **_: Any) -> None:
     logs.install(logger)
 
 
+_reapers: list[Reaper] = []
+
+
+def _start_reaper(**_: Any) -> None:
+    from tasks.chunking import resubmit  # noqa: PLC0415 - the worker's own task module
+
+    handles = runtime.stores()
+    reaper = Reaper(
+        leases=handles.leases,
+        locks=handles.locks,
+        resubmit=resubmit,
+        interval_s=get_settings().reaper_interval_s,
+    )
+    _reapers.append(reaper.start())
+
+
+def _stop_reaper(**_: Any) -> None:
+    while _reapers:
+        _reapers.pop().stop()
+
+
+signals.worker_ready.connect(_start_reaper, weak=False)
+signals.worker_shutdown.connect(_stop_reaper, weak=False)
 signals.before_task_publish.connect(_put_correlation_header, weak=False)
 signals.task_prerun.connect(_bind_task_correlation, weak=False)
 signals.task_postrun.connect(_unbind_task_correlation, weak=False)

@@ -181,3 +181,9 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(ValidationError):
         settings.queue = "other"  # type: ignore[misc]
+
+
+def test_a_rule_whose_base_exceeds_its_cap_is_refused() -> None:
+    """A retry rule that the policy could not use fails when the settings are read."""
+    with pytest.raises(ValidationError, match=r"retry_rules\.memory"):
+        Settings(retry_rules={"memory": {"backoff_cap_s": 1.0}})
