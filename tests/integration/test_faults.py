@@ -96,7 +96,9 @@ def _assert_exactly_once(
     for document_id, text in texts.items():
         expected = [
             {**chunk.to_record(), "strategy": request.strategy}
-            for chunk in chunk_document(text, document_id=document_id, request=reference)
+            for chunk in chunk_document(
+                text, document_id=document_id, request=reference
+            )
         ]
         assert sink.read("c", document_id) == expected, document_id
     written = sorted(p.name for p in (tmp_path / "out" / "c").iterdir())
