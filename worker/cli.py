@@ -42,7 +42,7 @@ from tasks.engine import Strategy
 from tasks.errors import InvalidRequestError
 from tasks.models import ChunkRequest
 from worker.errors import LocalServiceError
-from worker.local import LocalRedis, WorkerProcess, redis_answers
+from worker.local import LocalRedis, WorkerProcess, celery_worker_argv, redis_answers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -513,21 +513,12 @@ def worker(
     ``celery worker``.
     """
     settings = get_settings()
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "--queues",
-        ",".join(queues or (settings.queue, settings.gated_queue)),
-        "--concurrency",
-        str(concurrency or settings.worker_concurrency),
-        "--loglevel",
-        loglevel,
-        *celery_args,
-    ]
+    argv = celery_worker_argv(
+        queues=queues or (settings.queue, settings.gated_queue),
+        concurrency=concurrency or settings.worker_concurrency,
+        loglevel=loglevel,
+        extra=celery_args,
+    )
     sys.exit(supervise(argv, restart=not no_restart))
 
 

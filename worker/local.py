@@ -146,25 +146,18 @@ class WorkerProcess:
     ) -> None:
         self.hostname = hostname
         self._env = {**os.environ, **env}
-        self._args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--hostname",
-            hostname,
-            "--queues",
-            ",".join(queues),
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            *extra_args,
-        ]
+        self._args = celery_worker_argv(
+            queues=queues,
+            concurrency=concurrency,
+            loglevel="INFO",
+            extra=[
+                "--hostname",
+                hostname,
+                "--without-mingle",
+                "--without-gossip",
+                *extra_args,
+            ],
+        )
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -238,6 +231,27 @@ class WorkerProcess:
         # Pool children left behind by a killed main process go with the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def celery_worker_argv(
+    *, queues: Sequence[str], concurrency: int, loglevel: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """Return the command line of a ``celery worker`` of chunkq's app in this Python."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        *extra,
+    ]
 
 
 def _free_port() -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from worker.local import WorkerProcess
 
@@ -45,3 +48,36 @@ def start_worker(
         worker.stop()
         raise
     return worker
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """Return the first truthy value of ``condition()``, polled every 50 ms.
+
+    Raises:
+        AssertionError: none within ``timeout_s`` seconds.
+    """
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def final_result(result: Any, timeout_s: float = 180.0) -> Any:
+    """Return the task's summary once its operation is final.
+
+    A killed attempt may be reported as a failure before the operation's next attempt
+    finishes, so the operation's state is awaited, not the first task result.
+    """
+    from worker.runtime import stores  # noqa: PLC0415 - after the conftest set the env
+
+    wait_for(
+        lambda: (
+            stores().states.get(result.id).get("status")
+            in {"completed", "partial", "failed"}
+        ),
+        timeout_s=timeout_s,
+    )
+    return result.get(timeout=timeout_s)

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -28,7 +27,7 @@ from tasks.models import ChunkRequest
 from tasks.pipeline import chunk_document
 from tasks.sinks import JsonlFolderSink
 from tests.integration.faults import calls_key
-from tests.integration.support import start_worker
+from tests.integration.support import final_result, start_worker, wait_for
 from worker.local import redis_server_binary
 from worker.runtime import stores
 
@@ -107,16 +106,6 @@ def _assert_exactly_once(
     return redone
 
 
-def _wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline_s = time.monotonic() + timeout_s
-    while time.monotonic() < deadline_s:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def _batches(operation_id: str) -> int:
     return stores().checkpoints.load(operation_id).batches
 
@@ -138,10 +127,10 @@ def test_sigkill_of_the_pool_process_mid_batch(
     )
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
-        _wait_for(lambda: _batches(request.operation_id) >= 2)
+        wait_for(lambda: _batches(request.operation_id) >= 2)
         [child] = psutil.Process(worker.process.pid).children()  # type: ignore[union-attr]
         child.kill()
-        summary = _result(result)
+        summary = final_result(result)
     finally:
         worker.stop()
 
@@ -162,13 +151,13 @@ def test_sigkill_of_the_whole_worker_then_a_fresh_one(
     )
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
-        _wait_for(lambda: _batches(request.operation_id) >= 2)
+        wait_for(lambda: _batches(request.operation_id) >= 2)
         first.signal(signal.SIGKILL)
     finally:
         first.stop()
     fresh = start_worker(tmp_path, name="fresh", queue=queue, env=_env(), concurrency=1)
     try:
-        summary = _result(result)
+        summary = final_result(result)
     finally:
         fresh.stop()
 
@@ -188,7 +177,7 @@ def test_sigterm_just_before_a_batch_commits(
     worker = start_worker(tmp_path, name="term", queue=queue, env=_env(), concurrency=1)
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
-        _wait_for(lambda: _batches(request.operation_id) >= 1)
+        wait_for(lambda: _batches(request.operation_id) >= 1)
         time.sleep(0.15 * (BATCH - 1))  # inside the next batch, before its commit
         worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         worker.process.wait(timeout=JOB_TIMEOUT_S)  # type: ignore[union-attr]
@@ -196,7 +185,7 @@ def test_sigterm_just_before_a_batch_commits(
         worker.stop()
     fresh = start_worker(tmp_path, name="after-term", queue=queue, env=_env())
     try:
-        summary = _result(result)
+        summary = final_result(result)
     finally:
         fresh.stop()
 
@@ -234,7 +223,7 @@ def test_retry_countdown_near_the_visibility_timeout_with_two_workers(
         result = chunk_documents.apply_async(
             (request,), queue=queue, soft_time_limit=1, time_limit=2
         )
-        summary = _result(result)
+        summary = final_result(result)
         time.sleep(8)  # past one more visibility timeout: no second delivery runs it
     finally:
         for worker in workers:
@@ -271,7 +260,7 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
     processes = [
         subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     ]
-    _wait_for(lambda: _answers(url))
+    wait_for(lambda: _answers(url))
 
     def restart() -> None:
         processes[-1].terminate()
@@ -280,7 +269,7 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
         processes.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
         )
-        _wait_for(lambda: _answers(url))
+        wait_for(lambda: _answers(url))
 
     restart.url = url  # type: ignore[attr-defined]
     yield restart
@@ -350,9 +339,9 @@ def test_redis_restarted_three_times_while_retries_are_pending(
         )
         operation_id = submitted.stdout.strip()
         for _ in range(3):
-            _wait_for(lambda: _errors(client, operation_id) >= 1, timeout_s=60)
+            wait_for(lambda: _errors(client, operation_id) >= 1, timeout_s=60)
             own_redis()
-        status = _wait_for(
+        status = wait_for(
             lambda: (
                 _status(client, operation_id) in {"completed", "partial", "failed"}
                 and _status(client, operation_id)
@@ -399,14 +388,3 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _result(result: Any) -> Any:
-    """The final summary; a killed attempt may first be reported as a failure."""
-    deadline_s = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline_s:
-        status = stores().states.get(result.id).get("status")
-        if status in {"completed", "partial", "failed"}:
-            return result.get(timeout=JOB_TIMEOUT_S)
-        time.sleep(0.1)
-    raise AssertionError(f"operation {result.id} did not finish")

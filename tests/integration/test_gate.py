@@ -9,9 +9,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -21,7 +19,7 @@ from recovery.keys import KeyBuilder
 from recovery.locks import AsyncResourceLocks, LockTimeoutError, ResourceLocks
 from tasks.chunking import chunk_documents
 from tasks.models import ChunkRequest
-from tests.integration.support import start_worker
+from tests.integration.support import start_worker, wait_for
 from worker.local import WorkerProcess
 from worker.runtime import stores
 
@@ -76,16 +74,6 @@ def _job(tmp_path: Path, name: str, *texts: str) -> ChunkRequest:
     )
 
 
-def _wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline_s = time.monotonic() + timeout_s
-    while time.monotonic() < deadline_s:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def _waiting(gate: AdmissionGate) -> list[str]:
     return [waiter.operation_id for waiter in gate.status("disk").waiting]
 
@@ -101,8 +89,8 @@ def test_exhausted_job_waits_in_the_gated_queue_and_completes_when_admitted(
     request = _job(tmp_path, "a", f"#!fault disk 1\n{uuid.uuid4()} " + "w " * 80)
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
-        _wait_for(lambda: request.operation_id in _waiting(gate))
-        state = _wait_for(
+        wait_for(lambda: request.operation_id in _waiting(gate))
+        state = wait_for(
             lambda: (
                 (s := stores().states.get(request.operation_id)).get("status")
                 == "waiting"
@@ -144,7 +132,7 @@ def test_positions_shrink_as_earlier_work_finishes(
         results = []
         for request in requests:
             results.append(chunk_documents.apply_async((request,), queue=queue))
-            _wait_for(lambda r=request: r.operation_id in _waiting(gate))
+            wait_for(lambda r=request: r.operation_id in _waiting(gate))
         last = requests[-1].operation_id
         positions = [_waiting(gate).index(last) + 1]
         gate.release(blocker, "disk", held_s=0.5)
@@ -176,7 +164,7 @@ def test_a_killed_holders_permit_is_reclaimed_after_its_expiry(
     )
     try:
         chunk_documents.apply_async((request,), queue=queue)
-        _wait_for(
+        wait_for(
             lambda: (
                 request.operation_id
                 in [h.operation_id for h in gate.status("disk").holders]
@@ -184,7 +172,7 @@ def test_a_killed_holders_permit_is_reclaimed_after_its_expiry(
         )
         worker.signal(signal.SIGKILL)
         blocked = gate.try_admit("after-kill", "disk")
-        reclaimed = _wait_for(
+        reclaimed = wait_for(
             lambda: (
                 request.operation_id
                 not in [h.operation_id for h in gate.status("disk").holders]
@@ -293,7 +281,7 @@ def test_resource_locks_exclude_expire_and_only_the_holder_releases(
         target=_hold_lock, args=(redis_url, prefix)
     )
     holder.start()
-    _wait_for(lambda: locks.lock("connections").locked())
+    wait_for(lambda: locks.lock("connections").locked())
 
     with pytest.raises(LockTimeoutError), locks.held("connections", wait_s=0.3):
         pass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from tasks.chunking import chunk_documents
 from tasks.models import ChunkRequest
 from tasks.sinks import JsonlFolderSink
 from tests.integration.faults import calls_key
-from tests.integration.support import start_worker
+from tests.integration.support import final_result, start_worker, wait_for
 from worker.local import WorkerProcess
 from worker.runtime import stores
 
@@ -184,7 +183,7 @@ def test_hard_time_limit_is_retried_with_larger_limits(
         soft_time_limit=1,
         time_limit=2,
     )
-    summary = _result_after_redeliveries(result)
+    summary = final_result(result)
 
     assert summary["status"] == "completed"
     attempts = _attempts(redis_client, operation_id)
@@ -397,7 +396,7 @@ def test_retries_on_two_workers_keep_one_count(
         result = chunk_documents.apply_async(
             (_request(tmp_path, operation_id),), queue=queue
         )
-        _wait_for(lambda: _resume(operation_id).outcomes.get(1) == "retry")
+        wait_for(lambda: _resume(operation_id).outcomes.get(1) == "retry")
     finally:
         first.stop()
     second = start_worker(tmp_path, name="second", queue=queue, env=env)
@@ -475,15 +474,6 @@ def _log_lines(worker: WorkerProcess) -> list[str]:
     return log_file.read_text(errors="replace").splitlines()
 
 
-def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while time.monotonic() < deadline_s:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_killed_attempt_is_noticed_and_the_job_resumes(
     tmp_path: Path, fast_worker: tuple[WorkerProcess, str], operation_id: str
 ) -> None:
@@ -496,7 +486,7 @@ def test_a_killed_attempt_is_noticed_and_the_job_resumes(
     result = chunk_documents.apply_async(
         (_request(tmp_path, operation_id),), queue=queue
     )
-    summary = _result_after_redeliveries(result)
+    summary = final_result(result)
 
     assert summary["status"] == "completed"
     assert summary["documents_done"] == 8
@@ -517,21 +507,10 @@ def test_a_crash_loop_is_stopped_and_dead_lettered(
         (_request(tmp_path, operation_id),), queue=queue
     )
     with pytest.raises(Exception, match="worker was lost"):
-        _result_after_redeliveries(result)
+        final_result(result)
 
     resumed = _resume(operation_id)
     assert resumed.attempts == 4
     assert resumed.outcomes == {1: "lost", 2: "lost", 3: "lost", 4: "fail"}
     assert resumed.state["status"] == "failed"
     assert stores().client.exists(stores().keys.dead_letter(operation_id))
-
-
-def _result_after_redeliveries(result: Any) -> Any:
-    """Wait for the final outcome; a killed attempt may first be reported as a failure."""
-    deadline_s = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline_s:
-        state = _resume(result.id).state.get("status")
-        if state in {"completed", "partial", "failed"}:
-            return result.get(timeout=JOB_TIMEOUT_S)
-        time.sleep(0.1)
-    raise AssertionError(f"operation {result.id} did not finish")
