@@ -199,6 +199,8 @@ def _clean_up(request: ChunkRequest, result: RecoveryResult) -> dict[str, Any] |
             sink.delete(request.collection_id, document_id)
     if strategy is CleanupStrategy.DISCARD:
         handles.client.delete(*handles.keys.operation(request.operation_id).all())
+        handles.client.zrem(handles.keys.running, request.operation_id)
+        handles.gate.cancel(request.operation_id)
     else:
         handles.states.update(
             request.operation_id, status=Status.FAILED.value, error=reason

@@ -514,3 +514,22 @@ def test_a_crash_loop_is_stopped_and_dead_lettered(
     assert resumed.outcomes == {1: "lost", 2: "lost", 3: "lost", 4: "fail"}
     assert resumed.state["status"] == "failed"
     assert stores().client.exists(stores().keys.dead_letter(operation_id))
+
+
+def test_discard_removes_written_chunks_and_redis_traces(
+    tmp_path: Path, fast_worker: tuple[WorkerProcess, str], operation_id: str
+) -> None:
+    """With cleanup=discard, files and operation keys go; the dead letter stays."""
+    _, queue = fast_worker
+    texts = _plain(8, "x")
+    texts["z-last.txt"] = "#!fault connection 99\n" + "q " * 50
+    _documents(tmp_path / "src", texts)
+
+    request = _request(tmp_path, operation_id, cleanup="discard")
+    with pytest.raises(Exception, match="injected"):
+        chunk_documents.apply_async((request,), queue=queue).get(timeout=JOB_TIMEOUT_S)
+
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
+    keys = stores().keys
+    assert not stores().client.exists(*keys.operation(operation_id).all())
+    assert stores().client.exists(keys.dead_letter(operation_id))
