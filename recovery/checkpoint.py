@@ -185,6 +185,14 @@ class CheckpointStore:
             raise
         return _pairs_to_ints(cast(list[Any], reply))
 
+    def forget_failures(self, operation_id: str) -> None:
+        """Clear the items recorded as failed, so the next attempt tries them again."""
+        keys = self._keys.operation(operation_id)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(keys.failed)
+        pipe.hdel(keys.totals, ITEMS_FAILED)
+        pipe.execute()
+
     def fingerprints(self, scope: str, items: list[str]) -> dict[str, str]:
         """Return the stored fingerprints of ``items`` in ``scope`` (missing ones left out)."""
         if not items:

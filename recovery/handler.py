@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio
@@ -44,6 +44,9 @@ from recovery.gate import estimate_wait_s, gate_key_names
 from recovery.keys import KeyBuilder, OperationKeys
 from recovery.policy import Action, RetryPolicy
 from recovery.pressure import memory_percent
+
+if TYPE_CHECKING:
+    from recovery.reports import ErrorReport, PatternReport
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +175,8 @@ class ResumeResult(BaseModel):
     state: dict[str, str]
     checkpoint: CheckpointView
     attempts: int
+    attempt_records: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    """Attempt number to its start record: time, worker, queue, limits, correlation id."""
     outcomes: dict[int, str]
     errors: list[ErrorRecord]
 
@@ -188,6 +193,8 @@ class DeadLetter(BaseModel):
     reason: str
     at_s: float
     errors: list[ErrorRecord]
+    queue: str | None = None
+    """The queue its last attempt came from; a replay goes back there."""
 
 
 def sanitize_message(text: str) -> str:
@@ -383,7 +390,7 @@ class _HandlerCore:
         pipe.hgetall(keys.failed)
         pipe.hgetall(keys.totals)
         pipe.hgetall(keys.checkpoint)
-        pipe.hlen(keys.attempts)
+        pipe.hgetall(keys.attempts)
         pipe.hgetall(keys.outcomes)
         pipe.lrange(keys.errors, 0, -1)
 
@@ -396,7 +403,8 @@ class _HandlerCore:
             exists=bool(state) or bool(checkpoint.batches),
             state={_text(k): _text(v) for k, v in state.items()},
             checkpoint=_checkpoint_view(checkpoint),
-            attempts=int(attempts),
+            attempts=len(attempts),
+            attempt_records={int(_text(k)): json.loads(v) for k, v in attempts.items()},
             outcomes={int(_text(k)): _text(v) for k, v in outcomes.items()},
             errors=[ErrorRecord.model_validate_json(raw) for raw in errors],
         )
@@ -488,6 +496,38 @@ class ChunkingErrorHandler:
         self.core.queue_resume_reads(pipe, operation_id)
         return self.core.parse_resume(operation_id, pipe.execute())
 
+    def create_error_report(self, operation_id: str) -> ErrorReport:
+        """Return the operation's error report (see :mod:`recovery.reports`)."""
+        from recovery.reports import build_report  # noqa: PLC0415 - it builds on this module
+
+        return build_report(self.resume_operation(operation_id))
+
+    def analyze_patterns(
+        self, *, window_s: float = 3600.0, top: int = 10
+    ) -> PatternReport:
+        """Return error counts, trends and top failing items over the last ``window_s``.
+
+        Reads every operation's error history still in Redis (a scan of its keys).
+        """
+        keys = self.core.keys
+        errors: dict[str, list[ErrorRecord]] = {}
+        failed: dict[str, dict[str, str]] = {}
+        for raw_key in self._client.scan_iter(
+            match=f"{keys.prefix}:op:*:errors", count=500
+        ):
+            operation_id = raw_key.decode().split(":")[-2]
+            errors[operation_id] = self.error_history(operation_id)
+            raw_failed = cast(
+                dict[bytes, bytes],
+                self._client.hgetall(keys.operation(operation_id).failed),
+            )
+            failed[operation_id] = {_text(k): _text(v) for k, v in raw_failed.items()}
+        from recovery.reports import analyze_patterns  # noqa: PLC0415
+
+        return analyze_patterns(
+            errors, failed, now_s=time.time(), window_s=window_s, top=top
+        )
+
     def begin_attempt(
         self,
         operation_id: str,
@@ -534,6 +574,54 @@ class ChunkingErrorHandler:
             return 0, {}
         raw = cast(bytes | None, self._client.hget(key, str(count)))
         return count, json.loads(raw) if raw else {}
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        """Return kept dead letters, newest first; index entries that expired are dropped."""
+        keys = self.core.keys
+        raw_ids = cast(
+            list[bytes], self._client.zrevrange(keys.dead_letters, 0, limit - 1)
+        )
+        ids = [_text(item) for item in raw_ids]
+        letters = []
+        for operation_id in ids:
+            letter = self.dead_letter_of(operation_id)
+            if letter is None:
+                self._client.zrem(keys.dead_letters, operation_id)
+            else:
+                letters.append(letter)
+        return letters
+
+    def dead_letter_of(self, operation_id: str) -> DeadLetter | None:
+        """Return the operation's dead letter, or ``None``."""
+        raw = self._client.get(self.core.keys.dead_letter(operation_id))
+        return None if raw is None else DeadLetter.model_validate_json(cast(bytes, raw))
+
+    def drop_dead_letter(self, operation_id: str) -> bool:
+        """Remove the operation's dead letter; return whether there was one."""
+        keys = self.core.keys
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(keys.dead_letter(operation_id))
+        pipe.zrem(keys.dead_letters, operation_id)
+        deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    def purge_dead_letters(self, *, older_than_s: float | None = None) -> int:
+        """Remove dead letters (only those older than ``older_than_s`` seconds, if given)."""
+        keys = self.core.keys
+        cutoff = "+inf" if older_than_s is None else time.time() - older_than_s
+        raw_ids = cast(
+            list[bytes], self._client.zrangebyscore(keys.dead_letters, "-inf", cutoff)
+        )
+        ids = [_text(item) for item in raw_ids]
+        return sum(self.drop_dead_letter(operation_id) for operation_id in ids)
+
+    def reset_attempts(self, operation_id: str) -> None:
+        """Forget the operation's attempt count, so a replay gets a full budget.
+
+        The error history stays.
+        """
+        keys = self.core.operation_keys(operation_id)
+        self._client.delete(keys.attempts, keys.outcomes)
 
     def error_history(self, operation_id: str) -> list[ErrorRecord]:
         """Return the operation's error records, oldest first."""
@@ -612,6 +700,12 @@ class AsyncChunkingErrorHandler:
         pipe = self._client.pipeline(transaction=False)
         self.core.queue_resume_reads(pipe, operation_id)
         return self.core.parse_resume(operation_id, await pipe.execute())
+
+    async def create_error_report(self, operation_id: str) -> ErrorReport:
+        """Return the operation's error report (see :mod:`recovery.reports`)."""
+        from recovery.reports import build_report  # noqa: PLC0415 - it builds on this module
+
+        return build_report(await self.resume_operation(operation_id))
 
     async def begin_attempt(
         self,

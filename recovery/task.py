@@ -489,6 +489,7 @@ class RecoverableTask(Task):  # type: ignore[misc]
             reason=result.reason,
             at_s=time.time(),
             errors=handler.error_history(context.operation_id),
+            queue=(self.request.delivery_info or {}).get("routing_key"),
         )
 
 

@@ -38,13 +38,13 @@ from celery.result import AsyncResult
 
 from config import get_settings
 from config.policy import batch_sizing
-from config.settings import CleanupStrategy
 from recovery import correlation
 from recovery.gate import Admission
 from recovery.handler import RecoveryResult
 from recovery.pressure import memory_percent
 from recovery.state import Status
 from recovery.task import RecoverableTask, current_attempt
+from tasks.cleanup import UnknownOperationError, cleanup_operation, stored_request
 from tasks.errors import InvalidRequestError
 from tasks.models import ChunkRequest
 from tasks.pipeline import OperationRunner, Progress, request_signature, summary
@@ -166,46 +166,20 @@ def _clean_up(request: ChunkRequest, result: RecoveryResult) -> dict[str, Any] |
     """Apply the request's cleanup strategy; return the partial summary, if one stays."""
     strategy = request.cleanup or get_settings().cleanup_strategy
     reason = f"{result.error_type}: {result.reason}"
+    done = cleanup_operation(request.operation_id, strategy, reason=reason)
+    if done.status != Status.PARTIAL.value:
+        return None
     handles = stores()
-    sink = _runner().sink_for(request)
-    checkpoint = handles.checkpoints.load(request.operation_id)
-    plan = handles.checkpoints.plan(request.operation_id) or []
-
-    if strategy is CleanupStrategy.SAVE_PARTIAL and checkpoint.done:
-        unfinished = [doc for doc in plan if doc not in checkpoint.finished]
-        handles.checkpoints.record_batch(
-            request.operation_id,
-            done={},
-            failed=dict.fromkeys(unfinished, f"not processed: {reason}"),
-            batch_size=checkpoint.batch_size or 1,
-            attempt=result.attempt,
-        )
-        handles.states.update(
-            request.operation_id, status=Status.PARTIAL.value, error=reason
-        )
-        return summary(
-            request,
-            sink=sink,
-            checkpoint=handles.checkpoints.load(request.operation_id),
-            plan_size=len(plan),
-            status=Status.PARTIAL,
-            attempt=result.attempt,
-            elapsed_s=0.0,
-            error=reason,
-        )
-
-    if strategy is not CleanupStrategy.SAVE_PARTIAL:
-        for document_id in checkpoint.done:
-            sink.delete(request.collection_id, document_id)
-    if strategy is CleanupStrategy.DISCARD:
-        handles.client.delete(*handles.keys.operation(request.operation_id).all())
-        handles.client.zrem(handles.keys.running, request.operation_id)
-        handles.gate.cancel(request.operation_id)
-    else:
-        handles.states.update(
-            request.operation_id, status=Status.FAILED.value, error=reason
-        )
-    return None
+    return summary(
+        request,
+        sink=_runner().sink_for(request),
+        checkpoint=handles.checkpoints.load(request.operation_id),
+        plan_size=len(handles.checkpoints.plan(request.operation_id) or []),
+        status=Status.PARTIAL,
+        attempt=result.attempt,
+        elapsed_s=0.0,
+        error=reason,
+    )
 
 
 WORK_FIELDS = (
@@ -336,6 +310,47 @@ def _same_work(request: ChunkRequest) -> AsyncResult | None:
             return result
     handles.client.set(key, request.operation_id, ex=ttl_s)
     return None
+
+
+def replay(operation_id: str) -> AsyncResult:
+    """Send a dead-lettered operation again from its checkpoint, with its correlation id.
+
+    Its attempt count starts afresh (the error history stays), documents recorded as
+    failed are tried again, and its dead letter is removed; a new one is written if it
+    fails again.
+
+    Raises:
+        tasks.cleanup.UnknownOperationError: no dead letter exists for it.
+    """
+    handles = stores()
+    letter = handles.errors.dead_letter_of(operation_id)
+    if letter is None:
+        raise UnknownOperationError(operation_id)
+    request = ChunkRequest.parse(letter.request.get("request", letter.request))
+    handles.errors.reset_attempts(operation_id)
+    handles.errors.drop_dead_letter(operation_id)
+    handles.checkpoints.forget_failures(operation_id)
+    queue = letter.queue if letter.queue != get_settings().gated_queue else None
+    return chunk_documents.apply_async(
+        (request,),
+        headers={correlation.CORRELATION_HEADER: letter.correlation_id},
+        **({"queue": queue} if queue else {}),
+    )
+
+
+def resume(operation_id: str) -> AsyncResult:
+    """Send a stopped (failed, partial or interrupted) operation again from its checkpoint.
+
+    Finished documents are skipped; documents recorded as failed are tried again.
+
+    Raises:
+        tasks.cleanup.UnknownOperationError: the operation is unknown or expired.
+    """
+    request = stored_request(operation_id)
+    stores().checkpoints.forget_failures(operation_id)
+    correlation_id = stores().states.get(operation_id).get("correlation_id")
+    headers = {correlation.CORRELATION_HEADER: correlation_id} if correlation_id else {}
+    return chunk_documents.apply_async((request,), headers=headers)
 
 
 def resubmit(operation_id: str) -> bool:

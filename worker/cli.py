@@ -8,6 +8,11 @@ Commands (``chunkq COMMAND --help`` for each):
 ``submit PATH``     enqueue a job for running workers; print its operation id.
 ``status OP_ID``    show an operation's state, progress and checkpoint.
 ``queue``           show the gated queue: permits and their holders, the waiting line.
+``report OP_ID``    the error report: breakdown, timeline, attempts, recommendations.
+``patterns``        errors across operations over a window: counts, trends, top items.
+``cleanup OP_ID``   save_partial, rollback or discard what an operation wrote.
+``resume OP_ID``    send a stopped operation again from its checkpoint.
+``dead ...``        dead letters: ``list``, ``show ID``, ``replay ID``, ``purge``.
 
 Exit codes: 0 done; 1 the job or the infrastructure failed; 2 bad input or bad
 configuration (the message names it); 3 the job finished but some documents failed
@@ -436,6 +441,12 @@ def status(operation_id: str, as_json: bool) -> None:
         "chunks": checkpoint.totals.get("chunks", 0),
         "batch_size": checkpoint.batch_size,
         "batches": checkpoint.batches,
+        "soft_time_limit_s": state.get("soft_time_limit_s"),
+        "time_limit_s": state.get("time_limit_s"),
+        "correlation_id": state.get("correlation_id"),
+        "gate": state.get("gate_resource")
+        if state.get("status") == "waiting"
+        else None,
         "error": state.get("error"),
     }
     if as_json:
@@ -488,6 +499,214 @@ def queue(as_json: bool) -> None:
                 f"  #{waiter.position:<7} {waiter.operation_id}  waited {waiter.waited_s:.1f} s,"
                 f" estimated wait {wait}"
             )
+
+
+def _json_or_lines(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    width = max(len(name) for name in payload)
+    for name, value in payload.items():
+        if value not in (None, "", [], {}):
+            click.echo(f"{name:<{width}}  {value}")
+
+
+def _known(operation_id: str) -> None:
+    """Exit 2 unless the id is safe and names a known operation."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    try:
+        state = stores().states.get(operation_id)
+    except InvalidIdError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    if not state:
+        _fail(f"no operation {operation_id!r} (unknown, or expired)", EXIT_BAD_INPUT)
+
+
+@cli.command()
+@click.argument("operation_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def report(operation_id: str, as_json: bool) -> None:
+    """Show an operation's error report: breakdown, timeline, attempts, advice."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    _known(operation_id)
+    error_report = stores().errors.create_error_report(operation_id)
+    if as_json:
+        click.echo(error_report.model_dump_json(indent=2))
+        return
+    click.echo(f"operation   {error_report.operation_id}  ({error_report.status})")
+    click.echo(f"correlation {', '.join(error_report.correlation_ids) or '-'}")
+    breakdown = ", ".join(f"{k} {v}" for k, v in error_report.error_breakdown.items())
+    click.echo(f"errors      {breakdown or 'none'}")
+    usage = error_report.resource_usage
+    if usage.samples:
+        click.echo(
+            f"memory      {usage.memory_percent_min}% to {usage.memory_percent_max}% "
+            f"at errors (mean {usage.memory_percent_mean}%)"
+        )
+    click.echo(
+        "\nattempt  started              worker                 limits (s)  outcome"
+    )
+    for attempt in error_report.recovery_attempts:
+        started = _clock(attempt.started_at_s)
+        limits = f"{attempt.soft_limit_s or '-'}/{attempt.hard_limit_s or '-'}"
+        click.echo(
+            f"{attempt.attempt:<8} {started:<20} {(attempt.worker or '-')[:22]:<22} "
+            f"{limits:<11} {attempt.outcome or 'running'}"
+        )
+    click.echo(
+        "\ntime                 attempt  error                 action        message"
+    )
+    for record in error_report.timeline:
+        click.echo(
+            f"{_clock(record.at_s):<20} {record.attempt:<8} {record.error_type:<21} "
+            f"{record.action:<13} {record.message[:60]}"
+        )
+    for advice in error_report.recommendations:
+        click.echo(f"\nrecommended: {advice}")
+    for document_id, reason in list(error_report.documents_failed.items())[:10]:
+        click.echo(f"failed document {document_id}: {reason}")
+
+
+def _clock(at_s: float | None) -> str:
+    if at_s is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at_s))
+
+
+@cli.command()
+@click.option(
+    "--window",
+    "window_s",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds back from now.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def patterns(window_s: float, as_json: bool) -> None:
+    """Show errors across operations over a window: counts, trends, failing documents."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    found = stores().errors.analyze_patterns(window_s=window_s)
+    if as_json:
+        click.echo(found.model_dump_json(indent=2))
+        return
+    click.echo(
+        f"{found.errors} errors in {found.operations} operations, last {window_s:g} s"
+    )
+    for name, count in sorted(found.counts.items(), key=lambda item: -item[1]):
+        click.echo(f"  {name:<22} {count:>5}  {found.trend[name]}")
+    for item, count in found.top_failing_items:
+        click.echo(f"  failing: {item} ({count} operations)")
+
+
+@cli.command()
+@click.argument("operation_id")
+@click.option(
+    "--strategy",
+    type=click.Choice(["save_partial", "rollback", "discard"]),
+    required=True,
+)
+@click.option(
+    "--forget-fingerprints",
+    is_flag=True,
+    help="With discard: forget its fingerprints, so the same work runs again.",
+)
+def cleanup(operation_id: str, strategy: str, forget_fingerprints: bool) -> None:
+    """Keep what an operation finished, roll it back, or discard it and its traces."""
+    from tasks.cleanup import cleanup_operation  # noqa: PLC0415
+
+    _known(operation_id)
+    done = cleanup_operation(
+        operation_id, strategy, forget_fingerprints=forget_fingerprints
+    )
+    _json_or_lines(done.model_dump(mode="json"), as_json=False)
+
+
+@cli.command()
+@click.argument("operation_id")
+def resume(operation_id: str) -> None:
+    """Send a stopped operation again from its checkpoint, then show its status."""
+    from tasks.chunking import resume as resume_operation  # noqa: PLC0415
+
+    _known(operation_id)
+    result = resume_operation(operation_id)
+    click.echo(f"operation {result.id} sent again from its checkpoint", err=True)
+    status.callback(operation_id=result.id, as_json=False)  # type: ignore[misc]
+
+
+@cli.group()
+def dead() -> None:
+    """Dead letters: operations whose attempts ran out, kept for replay."""
+
+
+@dead.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def dead_list(as_json: bool) -> None:
+    """List dead letters, newest first."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    letters = stores().errors.dead_letters()
+    if as_json:
+        click.echo(
+            json.dumps([letter.model_dump(mode="json") for letter in letters], indent=2)
+        )
+        return
+    if not letters:
+        click.echo("no dead letters")
+    for letter in letters:
+        click.echo(
+            f"{letter.operation_id}  {_clock(letter.at_s)}  {letter.error_type:<20} "
+            f"{letter.reason[:70]}"
+        )
+
+
+@dead.command("show")
+@click.argument("operation_id")
+def dead_show(operation_id: str) -> None:
+    """Show one dead letter in full (JSON)."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    try:
+        letter = stores().errors.dead_letter_of(operation_id)
+    except InvalidIdError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    if letter is None:
+        _fail(f"no dead letter for {operation_id!r}", EXIT_BAD_INPUT)
+    click.echo(letter.model_dump_json(indent=2))
+
+
+@dead.command("replay")
+@click.argument("operation_id")
+def dead_replay(operation_id: str) -> None:
+    """Send a dead-lettered operation again from its checkpoint, same correlation id."""
+    from tasks.chunking import replay  # noqa: PLC0415
+    from tasks.cleanup import UnknownOperationError  # noqa: PLC0415
+
+    try:
+        result = replay(operation_id)
+    except (UnknownOperationError, InvalidIdError):
+        _fail(f"no dead letter for {operation_id!r}", EXIT_BAD_INPUT)
+    click.echo(result.id)
+
+
+@dead.command("purge")
+@click.option(
+    "--older-than",
+    "older_than_s",
+    type=float,
+    default=None,
+    help="Only those older than this many seconds.",
+)
+def dead_purge(older_than_s: float | None) -> None:
+    """Remove dead letters."""
+    from worker.runtime import stores  # noqa: PLC0415
+
+    click.echo(
+        f"removed {stores().errors.purge_dead_letters(older_than_s=older_than_s)}"
+    )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
