@@ -226,6 +226,30 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("gate_permits")
+    @classmethod
+    def _permits_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {name: count for name, count in value.items() if count < 1}
+        if bad:
+            raise ValueError(f"every resource needs at least 1 permit: {bad}")
+        return value
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty output folder; give '.' for the working folder")
+        return value
+
     @field_validator("retry_rules", mode="before")
     @classmethod
     def _merge_rules(cls, value: Any) -> Any:

@@ -43,7 +43,7 @@ from recovery.classify import ClassificationTable, ErrorType, classify
 from recovery.gate import estimate_wait_s, gate_key_names
 from recovery.keys import KeyBuilder, OperationKeys
 from recovery.policy import Action, RetryPolicy
-from recovery.pressure import memory_percent
+from recovery.resources import ResourceMonitor
 
 if TYPE_CHECKING:
     from recovery.reports import ErrorReport, PatternReport
@@ -101,6 +101,10 @@ class ErrorRecord(BaseModel):
     backoff_s: float
     reason: str
     memory_percent: float | None = None
+    """Resources when the error was handled: memory and CPU in percent, and the Redis
+    connections this process had in use."""
+    cpu_percent: float | None = None
+    connections_in_use: int | None = None
     worker: str | None = None
 
 
@@ -223,6 +227,7 @@ class _HandlerCore:
     ) -> None:
         self.gated_queue = gated_queue
         self.permits_of = permits_of
+        self.monitor = ResourceMonitor()
         self.keys = keys
         self.policy = policy
         self.table = table
@@ -239,9 +244,10 @@ class _HandlerCore:
     ) -> tuple[RecoveryResult, ErrorRecord]:
         """Classify ``error`` and decide; return the result and the record to store."""
         error_type = classify(error, table=self.table)
+        snapshot = self.monitor.snapshot()
         pressure = context.memory_percent
         if pressure is None:
-            pressure = memory_percent()
+            pressure = snapshot.memory_percent
         decision = self.policy.decide(
             error_type=error_type,
             attempt=context.attempt,
@@ -275,6 +281,8 @@ class _HandlerCore:
             backoff_s=decision.backoff_s,
             reason=decision.reason,
             memory_percent=round(pressure, 1),
+            cpu_percent=round(snapshot.cpu_percent, 1),
+            connections_in_use=snapshot.connections_in_use,
             worker=context.worker,
         )
         logger.info(
@@ -450,6 +458,7 @@ class ChunkingErrorHandler:
             permits_of=permits_of,
         )
         self._client = client
+        self.core.monitor = ResourceMonitor(pool=client.connection_pool)
         self._begin = client.register_script(_BEGIN_ATTEMPT_LUA)
 
     def handle_with_correlation(

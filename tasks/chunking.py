@@ -40,7 +40,7 @@ from config import get_settings
 from config.policy import batch_sizing
 from recovery import correlation
 from recovery.gate import Admission
-from recovery.handler import RecoveryResult
+from recovery.handler import RecoveryResult, sanitize_message
 from recovery.pressure import memory_percent
 from recovery.state import Status
 from recovery.task import RecoverableTask, current_attempt
@@ -146,7 +146,7 @@ class ChunkingTask(RecoverableTask):
         kwargs: dict[str, Any],
     ) -> Any:
         """Apply the cleanup strategy; return a partial summary or re-raise."""
-        partial = _clean_up(_request_from_call(args, kwargs), result)
+        partial = _clean_up(_request_from_call(args, kwargs), result, error)
         if partial is not None:
             return partial
         raise error
@@ -159,13 +159,15 @@ class ChunkingTask(RecoverableTask):
         kwargs: dict[str, Any],
     ) -> None:
         """Apply the cleanup strategy after hard time limits ended the operation."""
-        _clean_up(_request_from_call(args, kwargs), result)
+        _clean_up(_request_from_call(args, kwargs), result, error)
 
 
-def _clean_up(request: ChunkRequest, result: RecoveryResult) -> dict[str, Any] | None:
+def _clean_up(
+    request: ChunkRequest, result: RecoveryResult, error: BaseException
+) -> dict[str, Any] | None:
     """Apply the request's cleanup strategy; return the partial summary, if one stays."""
     strategy = request.cleanup or get_settings().cleanup_strategy
-    reason = f"{result.error_type}: {result.reason}"
+    reason = f"{type(error).__name__}: {sanitize_message(str(error))} ({result.reason})"
     done = cleanup_operation(request.operation_id, strategy, reason=reason)
     if done.status != Status.PARTIAL.value:
         return None

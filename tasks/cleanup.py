@@ -104,7 +104,9 @@ def cleanup_operation(
                 attempt=checkpoint.attempt or 1,
             )
         status = Status.PARTIAL if checkpoint.done else Status.FAILED
-        handles.states.update(operation_id, status=status.value, error=reason)
+        handles.states.update(
+            operation_id, status=status.value, error=reason, cleanup=strategy.value
+        )
         return CleanupResult(
             operation_id=operation_id,
             strategy=strategy,
@@ -119,7 +121,12 @@ def cleanup_operation(
     trace: tuple[str, ...]
     if strategy is CleanupStrategy.ROLLBACK:
         trace = (keys.plan, keys.done, keys.failed, keys.totals, keys.checkpoint)
-        handles.states.update(operation_id, status=Status.FAILED.value, error=reason)
+        handles.states.update(
+            operation_id,
+            status=Status.FAILED.value,
+            error=reason,
+            cleanup=strategy.value,
+        )
     else:
         trace = keys.all()
         handles.client.zrem(handles.keys.running, operation_id)

@@ -255,6 +255,11 @@ class OperationRunner:
         started_s = time.monotonic()
 
         plan = self._plan(request, source)
+        if attempt > 1:
+            # An earlier attempt may have been killed between staging and committing.
+            sink.sweep(
+                request.collection_id, [doc for doc in plan if doc == printable_id(doc)]
+            )
         checkpoint = self._checkpoints.load(operation_id)
         remaining = [
             doc for doc in plan if printable_id(doc) not in checkpoint.finished
@@ -344,7 +349,28 @@ class OperationRunner:
     ) -> BatchOutcome:
         """Read, chunk and stage every document of the batch; nothing is committed."""
         outcome = BatchOutcome()
-        known = self._checkpoints.fingerprints(request.collection_id, batch)
+        try:
+            self._stage_batch(request, source, sink, batch, outcome)
+        except BaseException:
+            # Time limit, full disk, lost Redis...: nothing of this batch stays behind.
+            for staged in outcome.staged:
+                sink.discard(staged)
+            raise
+        return outcome
+
+    def _stage_batch(
+        self,
+        request: ChunkRequest,
+        source: FolderSource,
+        sink: JsonlFolderSink,
+        batch: list[str],
+        outcome: BatchOutcome,
+    ) -> None:
+        printable = {document_id: printable_id(document_id) for document_id in batch}
+        known = self._checkpoints.fingerprints(
+            request.collection_id,
+            [name for doc, name in printable.items() if doc == name],
+        )
         signature = request_signature(request)
         for document_id in batch:
             try:
@@ -383,7 +409,6 @@ class OperationRunner:
                 "bytes_out": staged.written.size_bytes,
             }
             outcome.fingerprints[document_id] = f"{fingerprint}:{staged.written.chunks}"
-        return outcome
 
     def _commit_batch(
         self,
@@ -408,8 +433,13 @@ class OperationRunner:
                 for staged in outcome.staged:
                     sink.discard(staged)
                 raise
-        for staged in outcome.staged:
-            sink.commit(staged)
+        try:
+            for staged in outcome.staged:
+                sink.commit(staged)
+        except BaseException:
+            for staged in outcome.staged:
+                sink.discard(staged)
+            raise
         return self._checkpoints.record_batch(
             request.operation_id,
             done=outcome.done,

@@ -146,8 +146,27 @@ class JsonlFolderSink:
             _fsync_folder(staged.target.parent)
 
     def discard(self, staged: Staged) -> None:
-        """Drop a staged file; the document's file stays as it was."""
+        """Drop a staged file (gone already when committed); the document's file stays."""
         staged.temporary.unlink(missing_ok=True)
+
+    def sweep(self, collection_id: str, document_ids: list[str]) -> int:
+        """Remove temporary files left by a killed writer for these documents.
+
+        One walk of the collection's folder; only temporary files named after the given
+        documents are removed. Returns how many.
+        """
+        folder = self.output_dir / collection_id
+        wanted = {self.path_for(collection_id, doc).name for doc in document_ids}
+        removed = 0
+        for directory, _, names in os.walk(folder):
+            for name in names:
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    continue
+                target, _, _ = name[1 : -len(".tmp")].rpartition(".")
+                if target in wanted:
+                    Path(directory, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def delete(self, collection_id: str, document_id: str) -> bool:
         """Remove the document's chunk file; return whether there was one."""

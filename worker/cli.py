@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 
 import click
 import pydantic
+import pydantic_settings
 import redis
 
 from config import get_settings
@@ -501,6 +502,16 @@ def queue(as_json: bool) -> None:
             )
 
 
+def _waiting_for(state: dict[str, str]) -> str | None:
+    if state.get("status") != "waiting":
+        return None
+    estimate = state.get("gate_estimated_wait_s") or "unknown"
+    return (
+        f"{state.get('gate_resource')} permit, position {state.get('gate_position')}, "
+        f"estimated wait {estimate} s"
+    )
+
+
 def _json_or_lines(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(payload, indent=2, default=str))
@@ -790,10 +801,17 @@ def main() -> None:
         cli()
     except pydantic.ValidationError as error:
         problems = "; ".join(
-            f"CHUNKQ_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            (
+                f"CHUNKQ_{'_'.join(str(part) for part in item['loc']).upper()}: "
+                if item["loc"]
+                else ""
+            )
+            + item["msg"]
             for item in error.errors()
         )
         _fail(f"invalid configuration: {problems}", EXIT_BAD_INPUT)
+    except pydantic_settings.SettingsError as error:
+        _fail(f"invalid configuration: {error}", EXIT_BAD_INPUT)
     except redis.ConnectionError as error:
         url = _redacted(get_settings().effective_redis_url)
         _fail(f"Redis at {url} does not answer ({error})", EXIT_FAILED)

@@ -328,3 +328,21 @@ def test_unwritable_output_folder_fails_at_once_naming_it(
     with pytest.raises(Exception, match="output folder"):
         result.get(timeout=JOB_TIMEOUT_S)
     assert stores().errors.resume_operation(operation_id).attempts == 1
+
+
+def test_a_name_that_is_not_utf8_fails_alone(
+    tmp_path: Path, worker: WorkerProcess, operation_id: str
+) -> None:
+    """A file whose name is not UTF-8 is a failed document; the others are written."""
+    source = tmp_path / "src"
+    texts = _corpus(source, count=3)
+    with open(bytes(source) + b"/caf\xe9.txt", "wb") as handle:  # noqa: PTH123
+        handle.write(b"hello")
+
+    summary = chunk_documents.delay(_request(tmp_path, operation_id)).get(
+        timeout=JOB_TIMEOUT_S
+    )
+
+    assert summary["status"] == "partial"
+    assert summary["documents_done"] == len(texts)
+    assert summary["failures"] == {"caf\\xe9.txt": "its name is not valid UTF-8"}

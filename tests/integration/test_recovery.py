@@ -223,6 +223,7 @@ def test_memory_error_retries_with_a_smaller_batch_from_the_checkpoint(
     assert resumed.checkpoint.batch_size == 2
     calls = {doc: _calls(redis_client, text) for doc, text in sorted(texts.items())}
     assert calls == {doc: 2 if doc == "doc-08.txt" else 1 for doc in texts}
+    assert not list((tmp_path / "out").rglob("*.tmp"))  # the failed batch left nothing
 
 
 def test_strategy_failure_falls_back_and_chunks_say_why(

@@ -187,3 +187,19 @@ def test_a_rule_whose_base_exceeds_its_cap_is_refused() -> None:
     """A retry rule that the policy could not use fails when the settings are read."""
     with pytest.raises(ValidationError, match=r"retry_rules\.memory"):
         Settings(retry_rules={"memory": {"backoff_cap_s": 1.0}})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("redis_url", "foo://x", "redis://"),
+        ("gate_permits", {"disk": 0}, "at least 1 permit"),
+        ("output_dir", "", "empty output folder"),
+    ],
+)
+def test_unusable_values_are_refused_naming_the_problem(
+    field: str, value: object, message: str
+) -> None:
+    """A wrong URL scheme, a resource with no permit, an empty output folder: refused."""
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{field: value})

@@ -247,3 +247,20 @@ def test_prepare_creates_the_collection_folder(tmp_path: Path) -> None:
     sink.prepare("docs")
 
     assert (tmp_path / "new" / "out" / "docs").is_dir()
+
+
+def test_sweep_removes_only_temporary_files_of_the_given_documents(
+    tmp_path: Path,
+) -> None:
+    """Leftover temporary files of listed documents go; others and real files stay."""
+    sink = JsonlFolderSink(output_dir=tmp_path)
+    sink.write("docs", "a.md", _chunks("a.md", ["kept"]))
+    folder = tmp_path / "docs"
+    (folder / ".a.md.jsonl.x1y2.tmp").write_text("half")
+    (folder / ".b.md.jsonl.z3.tmp").write_text("other")
+
+    removed = sink.sweep("docs", ["a.md"])
+
+    assert removed == 1
+    assert (folder / "a.md.jsonl").exists()
+    assert (folder / ".b.md.jsonl.z3.tmp").exists()
