@@ -107,3 +107,41 @@ def test_flower_shows_a_retried_task_with_its_retry_count_and_state(
 def _task(base: str, task_id: str) -> dict[str, object] | None:
     response = httpx.get(f"{base}/api/task/info/{task_id}", auth=AUTH, timeout=2)
     return response.json() if response.status_code == 200 else None
+
+
+def test_flower_shows_progress_from_the_task_progress_events(
+    tmp_path: Path, flower: str
+) -> None:
+    """While a job runs, Flower shows it in the PROGRESS state its events announce."""
+    queue = f"{os.environ['CHUNKQ_QUEUE']}.flowerp.{uuid.uuid4().hex[:6]}"
+    worker = start_worker(
+        tmp_path,
+        name="flower-progress",
+        queue=queue,
+        env={"CHUNKQ_BATCH_SIZE_DEFAULT": "1", "CHUNKQ_BATCH_THRESHOLDS": "[]"},
+    )
+    (tmp_path / "src").mkdir()
+    for index in range(4):
+        (tmp_path / "src" / f"d{index}.txt").write_text(
+            f"#!fault slow 1\n{tmp_path} {index}"
+        )
+    request = ChunkRequest(
+        source_root=tmp_path / "src",
+        output_dir=tmp_path / "out",
+        strategy="faulty",
+        chunk_size=50,
+        overlap=0,
+    )
+    try:
+        result = chunk_documents.apply_async((request,), queue=queue)
+        seen = wait_for(
+            lambda: (
+                (i := _task(flower, result.id)) and i.get("state") == "PROGRESS" and i
+            ),
+            timeout_s=30,
+        )
+        final_result(result)
+    finally:
+        worker.stop()
+
+    assert seen["state"] == "PROGRESS"
