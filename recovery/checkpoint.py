@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import redis
 
-from recovery.keys import KeyBuilder, OperationKeys
+from recovery.keys import KeyBuilder
 from recovery.lease import Lease, StaleEpochError
 
 ITEMS_DONE = "items_done"
@@ -229,10 +229,6 @@ class CheckpointStore:
             for name, ttl in zip(names, pipe.execute(), strict=True)
             if ttl >= 0
         }
-
-    def keys_of(self, operation_id: str) -> OperationKeys:
-        """Return the key names of ``operation_id``."""
-        return self._keys.operation(operation_id)
 
 
 def checkpoint_from_replies(

@@ -78,30 +78,43 @@ def test_flower_shows_a_retried_task_with_its_retry_count_and_state(
         queue=queue,
         env={"CHUNKQ_RETRY_RULES": json.dumps(rules)},
     )
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a.txt").write_text(f"#!fault connection 1\n{tmp_path}")
-    request = ChunkRequest(
-        source_root=tmp_path / "src",
-        output_dir=tmp_path / "out",
-        strategy="faulty",
-        chunk_size=50,
-        overlap=0,
-    )
+    request = _faulty_job(tmp_path, {"a.txt": "#!fault connection 1"})
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
         final_result(result)
-        info = wait_for(
-            lambda: (
-                (i := _task(flower, result.id)) and i.get("state") == "SUCCESS" and i
-            ),
-            timeout_s=30,
-        )
+        info = _seen_in_state(flower, result.id, "SUCCESS")
     finally:
         worker.stop()
 
     assert httpx.get(f"{flower}/api/tasks", timeout=5).status_code == 401
     assert info["retries"] == 1
     assert info["name"] == "tasks.chunk_documents"
+
+
+def _faulty_job(tmp_path: Path, texts: dict[str, str]) -> ChunkRequest:
+    """A request over ``texts`` (made unique to this test) with the faulty strategy."""
+    (tmp_path / "src").mkdir()
+    for document_id, text in texts.items():
+        (tmp_path / "src" / document_id).write_text(f"{text}\n{tmp_path}")
+    return ChunkRequest(
+        source_root=tmp_path / "src",
+        output_dir=tmp_path / "out",
+        strategy="faulty",
+        chunk_size=50,
+        overlap=0,
+    )
+
+
+def _seen_in_state(base: str, task_id: str, state: str) -> dict[str, object]:
+    """Wait until Flower reports the task in ``state``; return its task info."""
+    return dict(
+        wait_for(
+            lambda: (
+                (info := _task(base, task_id)) and info.get("state") == state and info
+            ),
+            timeout_s=30,
+        )
+    )
 
 
 def _task(base: str, task_id: str) -> dict[str, object] | None:
@@ -120,26 +133,12 @@ def test_flower_shows_progress_from_the_task_progress_events(
         queue=queue,
         env={"CHUNKQ_BATCH_SIZE_DEFAULT": "1", "CHUNKQ_BATCH_THRESHOLDS": "[]"},
     )
-    (tmp_path / "src").mkdir()
-    for index in range(4):
-        (tmp_path / "src" / f"d{index}.txt").write_text(
-            f"#!fault slow 1\n{tmp_path} {index}"
-        )
-    request = ChunkRequest(
-        source_root=tmp_path / "src",
-        output_dir=tmp_path / "out",
-        strategy="faulty",
-        chunk_size=50,
-        overlap=0,
+    request = _faulty_job(
+        tmp_path, {f"d{i}.txt": f"#!fault slow 1\n{i}" for i in range(4)}
     )
     try:
         result = chunk_documents.apply_async((request,), queue=queue)
-        seen = wait_for(
-            lambda: (
-                (i := _task(flower, result.id)) and i.get("state") == "PROGRESS" and i
-            ),
-            timeout_s=30,
-        )
+        seen = _seen_in_state(flower, result.id, "PROGRESS")
         final_result(result)
     finally:
         worker.stop()

@@ -337,14 +337,7 @@ def test_rollback_removes_what_the_operation_wrote(
     tmp_path: Path, fast_worker: tuple[WorkerProcess, str], operation_id: str
 ) -> None:
     """With cleanup=rollback, exhausted attempts remove every chunk file written."""
-    _, queue = fast_worker
-    texts = _plain(8, "r")
-    texts["z-last.txt"] = "#!fault connection 99\n" + "x " * 50
-    _documents(tmp_path / "src", texts)
-
-    request = _request(tmp_path, operation_id, cleanup="rollback")
-    with pytest.raises(Exception, match="injected"):
-        chunk_documents.apply_async((request,), queue=queue).get(timeout=JOB_TIMEOUT_S)
+    _exhaust_after_eight_documents(tmp_path, fast_worker[1], operation_id, "rollback")
 
     assert not list((tmp_path / "out").rglob("*.jsonl"))
     assert _resume(operation_id).state["status"] == "failed"
@@ -521,16 +514,22 @@ def test_discard_removes_written_chunks_and_redis_traces(
     tmp_path: Path, fast_worker: tuple[WorkerProcess, str], operation_id: str
 ) -> None:
     """With cleanup=discard, files and operation keys go; the dead letter stays."""
-    _, queue = fast_worker
-    texts = _plain(8, "x")
-    texts["z-last.txt"] = "#!fault connection 99\n" + "q " * 50
-    _documents(tmp_path / "src", texts)
-
-    request = _request(tmp_path, operation_id, cleanup="discard")
-    with pytest.raises(Exception, match="injected"):
-        chunk_documents.apply_async((request,), queue=queue).get(timeout=JOB_TIMEOUT_S)
+    _exhaust_after_eight_documents(tmp_path, fast_worker[1], operation_id, "discard")
 
     assert not list((tmp_path / "out").rglob("*.jsonl"))
     keys = stores().keys
     assert not stores().client.exists(*keys.operation(operation_id).all())
     assert stores().client.exists(keys.dead_letter(operation_id))
+
+
+def _exhaust_after_eight_documents(
+    tmp_path: Path, queue: str, operation_id: str, cleanup: str
+) -> None:
+    """Write eight documents, then fail on a ninth until attempts run out."""
+    texts = _plain(8, cleanup)
+    texts["z-last.txt"] = f"#!fault connection 99\n{cleanup} " + "x " * 50
+    _documents(tmp_path / "src", texts)
+
+    request = _request(tmp_path, operation_id, cleanup=cleanup)
+    with pytest.raises(Exception, match="injected"):
+        chunk_documents.apply_async((request,), queue=queue).get(timeout=JOB_TIMEOUT_S)
